@@ -1,0 +1,271 @@
+//! Kafka plumbing shared by every service: the producer (idempotent, acks=all,
+//! traced), consumer construction (manual offset store), topic creation, and
+//! W3C trace context in message headers.
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::events::Envelope;
+use crate::settings::KafkaSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("kafka produce failed: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("kafka produce timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where the broker stored a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One per process: librdkafka batches and multiplexes internally, so sharing
+/// a single producer is both the fastest and the cheapest choice.
+#[derive(Clone)]
+pub struct EventProducer {
+    inner: FutureProducer,
+    timeout: Duration,
+}
+
+impl EventProducer {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let timeout = Duration::from_millis(settings.produce_timeout_ms);
+        let inner: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            // Exactly one copy per produce, in order, even across librdkafka's retries.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", settings.linger_ms.to_string())
+            // librdkafka retries with backoff inside this bound; then the send fails.
+            .set(
+                "message.timeout.ms",
+                settings.produce_timeout_ms.to_string(),
+            )
+            .set(
+                "request.timeout.ms",
+                settings.produce_timeout_ms.min(30_000).to_string(),
+            )
+            .set("retry.backoff.ms", "50")
+            .set("retry.backoff.max.ms", "500")
+            .set("socket.timeout.ms", "3000")
+            .create()?;
+        Ok(Self { inner, timeout })
+    }
+
+    /// Produces `envelope` keyed by `key` and waits for the broker's acknowledgement.
+    /// The current span's context is injected as `traceparent`/`tracestate`.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        envelope: &Envelope,
+    ) -> Result<Delivered, ProduceError> {
+        let span = tracing::info_span!(
+            "kafka.produce",
+            otel.name = %format!("{topic} publish"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation = "publish",
+            messaging.destination.name = %topic,
+            messaging.kafka.message.key = %key,
+            messaging.message.id = %envelope.event_id,
+            messaging.kafka.destination.partition = tracing::field::Empty,
+            messaging.kafka.message.offset = tracing::field::Empty,
+            event.type = envelope.event.type_name(),
+            otel.status_code = tracing::field::Empty,
+        );
+        let headers = inject_trace_context(&span, OwnedHeaders::new()).insert(Header {
+            key: "event_type",
+            value: Some(envelope.event.type_name()),
+        });
+        let payload = envelope.to_json();
+        let deadline = self.timeout + Duration::from_millis(500);
+        let result = async {
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(&payload)
+                .headers(headers);
+            let fut = self.inner.send(record, Timeout::After(self.timeout));
+            match tokio::time::timeout(deadline, fut).await {
+                Err(_) => Err(ProduceError::Timeout(self.timeout)),
+                Ok(Err((e, _))) => Err(ProduceError::Kafka(e)),
+                Ok(Ok(d)) => Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok(d) => {
+                span.record("messaging.kafka.destination.partition", d.partition);
+                span.record("messaging.kafka.message.offset", d.offset);
+            }
+            Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                tracing::warn!(parent: &span, %error, "produce failed");
+            }
+        }
+        result
+    }
+
+    /// Produces raw bytes (dead letters keep the original payload untouched).
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Delivered, ProduceError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let deadline = self.timeout + Duration::from_millis(500);
+        match tokio::time::timeout(
+            deadline,
+            self.inner.send(record, Timeout::After(self.timeout)),
+        )
+        .await
+        {
+            Err(_) => Err(ProduceError::Timeout(self.timeout)),
+            Ok(Err((e, _))) => Err(ProduceError::Kafka(e)),
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+        }
+    }
+
+    /// Waits for every queued message to be acknowledged (called on shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.inner.flush(Timeout::After(timeout))
+    }
+
+    /// True when the broker answers a metadata request in time.
+    pub fn is_reachable(&self, timeout: Duration) -> bool {
+        self.inner
+            .client()
+            .fetch_metadata(None, Timeout::After(timeout))
+            .is_ok()
+    }
+}
+
+/// A consumer that never stores an offset by itself: the service stores each
+/// offset only after the message's database transaction has committed, and
+/// librdkafka's periodic commit then commits only what was stored.
+pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<StreamConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "500")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
+        .set("socket.timeout.ms", "3000")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "2000")
+        .create()
+}
+
+/// Creates the topics if they do not exist. Idempotent: run by every service
+/// at start and by the `create-topics` subcommand (a Kubernetes Job).
+pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("socket.timeout.ms", "3000")
+        .create()?;
+    let topics = settings.topics();
+    let new: Vec<NewTopic<'_>> = topics
+        .all()
+        .into_iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(new.iter(), &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(%topic, ?code, "cannot create topic"))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the span's W3C trace context into Kafka headers.
+pub fn inject_trace_context(span: &tracing::Span, headers: OwnedHeaders) -> OwnedHeaders {
+    struct HeaderInjector(Option<OwnedHeaders>);
+    impl Injector for HeaderInjector {
+        fn set(&mut self, key: &str, value: String) {
+            if let Some(h) = self.0.take() {
+                self.0 = Some(h.insert(Header {
+                    key,
+                    value: Some(&value),
+                }));
+            }
+        }
+    }
+    let mut injector = HeaderInjector(Some(headers));
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut injector));
+    injector.0.unwrap_or_default()
+}
+
+/// Reads a W3C trace context from Kafka headers (an empty context if absent).
+pub fn extract_trace_context(headers: Option<&BorrowedHeaders>) -> opentelemetry::Context {
+    struct HeaderExtractor<'a>(Option<&'a BorrowedHeaders>);
+    impl Extractor for HeaderExtractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            let headers = self.0?;
+            headers
+                .iter()
+                .find(|h| h.key == key)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0
+                .map(|h| h.iter().map(|h| h.key).collect())
+                .unwrap_or_default()
+        }
+    }
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Subscribed consumers expose which partitions they own; used in readiness.
+pub fn is_consumer_reachable(consumer: &StreamConsumer, timeout: Duration) -> bool {
+    consumer
+        .fetch_metadata(None, Timeout::After(timeout))
+        .is_ok()
+}

@@ -1,0 +1,24 @@
+//! What two or more seckill services share, and nothing else.
+//!
+//! * [`domain`]: identifiers and quantities that can only hold valid values.
+//! * [`events`]: the one versioned envelope every Kafka message uses.
+//! * [`kafka`]: the traced, idempotent producer, consumer construction and topic setup.
+//! * [`consumer`]: the at-least-once batch loop both consuming services run.
+//! * [`db`]: the PostgreSQL pool both table-owning services use.
+//! * [`stock`]: the Redis layout of a sale and the script that returns a reservation.
+//! * [`settings`]: layered, validated configuration (defaults, file, environment).
+//! * [`telemetry`]: JSON logs and OpenTelemetry traces, set up once per process.
+//! * [`http`]: the JSON error shape and the health endpoints.
+//! * [`shutdown`]: the signal every task watches to stop intake and drain.
+pub mod consumer;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod kafka;
+pub mod redis_conn;
+pub mod retry;
+pub mod settings;
+pub mod shutdown;
+pub mod stock;
+pub mod telemetry;

@@ -1,0 +1,312 @@
+//! Layered configuration: compiled-in defaults, then an optional file, then
+//! the environment. Every setting can come from the environment, which is
+//! how Kubernetes configures the services:
+//!
+//! `SECKILL_<FIELD>` for top-level fields, `SECKILL_<SECTION>__<FIELD>` for
+//! nested ones (e.g. `SECKILL_KAFKA__BROKERS`). `SECKILL_CONFIG` names the file.
+use std::time::Duration;
+
+use std::fmt;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize, Serializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads `T`, whose serde defaults are the first layer.
+pub fn load<T: DeserializeOwned>() -> Result<T, SettingsError> {
+    let mut builder = config::Config::builder();
+    if let Ok(path) = std::env::var("SECKILL_CONFIG") {
+        builder = builder.add_source(config::File::with_name(&path).required(true));
+    }
+    let cfg = builder
+        .add_source(
+            config::Environment::with_prefix("SECKILL")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()?;
+    Ok(cfg.try_deserialize()?)
+}
+
+/// A configuration value that must never be logged: `Debug` and `Serialize`
+/// print a placeholder; only [`Secret::expose`] reveals it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(v: &str) -> Self {
+        Self(v.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
+}
+
+/// The environment variable names a settings struct reads, derived from its
+/// defaults. Used to check Kubernetes manifests against the code.
+pub fn env_var_names<T: Serialize>(defaults: &T) -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let name = if prefix.is_empty() {
+                        k.to_uppercase()
+                    } else {
+                        format!("{prefix}__{}", k.to_uppercase())
+                    };
+                    walk(&name, v, out);
+                }
+            }
+            _ => out.push(format!("SECKILL_{prefix}")),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(defaults) {
+        walk("", &v, &mut out);
+    }
+    out.sort();
+    out
+}
+
+pub fn invalid(msg: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid(msg.into())
+}
+
+/// Durations in settings are whole milliseconds: unambiguous in an env var.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Prefixes every topic name, so several stacks (or tests) can share a cluster.
+    pub topic_prefix: String,
+    /// Partitions of each topic created at start. At least 6, so one hot sale
+    /// (keyed by order id) spreads over as many consumers.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long one produce may take, librdkafka's own retries included.
+    pub produce_timeout_ms: u64,
+    /// Producer batching window: a few ms buys large batches at flash-sale rates.
+    pub linger_ms: u64,
+    /// Consumer batch: up to this many messages...
+    pub batch_max: usize,
+    /// ...or whatever arrived within this window.
+    pub batch_linger_ms: u64,
+    pub session_timeout_ms: u64,
+    /// Attempts at one message that fails for a reason other than an outage
+    /// before it goes to the dead-letter topic.
+    pub max_attempts: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "seckill.".into(),
+            partitions: 6,
+            replication_factor: 1,
+            produce_timeout_ms: 3_000,
+            linger_ms: 2,
+            batch_max: 500,
+            batch_linger_ms: 5,
+            session_timeout_ms: 10_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers is empty"));
+        }
+        if self.partitions < 6 {
+            return Err(invalid("kafka.partitions must be at least 6"));
+        }
+        if self.replication_factor < 1 || self.batch_max == 0 || self.max_attempts == 0 {
+            return Err(invalid(
+                "kafka.replication_factor, batch_max and max_attempts must be positive",
+            ));
+        }
+        if self.produce_timeout_ms < 100 {
+            return Err(invalid("kafka.produce_timeout_ms must be at least 100"));
+        }
+        Ok(())
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic_prefix)
+    }
+}
+
+/// The topic names, derived from one prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// gateway -> inventory-service
+    pub order_requested: String,
+    /// inventory-service -> order-service: StockReserved / StockRejected
+    pub inventory_events: String,
+    /// order-service -> anyone: OrderCreated / OrderFailed
+    pub order_events: String,
+    /// Messages that could not be processed, with the reason in a header.
+    pub dead_letter: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            order_requested: format!("{prefix}order-requested"),
+            inventory_events: format!("{prefix}inventory-events"),
+            order_events: format!("{prefix}order-events"),
+            dead_letter: format!("{prefix}dead-letter"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.order_requested,
+            &self.inventory_events,
+            &self.order_events,
+            &self.dead_letter,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::from("redis://127.0.0.1:6379"),
+            connect_timeout_ms: 1_000,
+            response_timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/db`. A secret: it holds the password.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+    /// Bounds every statement, so a stuck database surfaces as an error.
+    pub statement_timeout_ms: u64,
+    /// Run migrations at start (the migrate subcommand does it for a Job).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::from("postgres://postgres:postgres@127.0.0.1:5432/seckill"),
+            max_connections: 10,
+            connect_timeout_ms: 3_000,
+            statement_timeout_ms: 5_000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.url.expose().starts_with("postgres") {
+            return Err(invalid("database.url must be a postgres:// URL"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("database.max_connections must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+impl HttpSettings {
+    pub fn with_port(port: u16) -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port,
+            workers: 0,
+            shutdown_timeout_secs: 10,
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self::with_port(8080)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_topics_share_the_prefix() {
+        KafkaSettings::default().validate().unwrap();
+        DatabaseSettings::default().validate().unwrap();
+        let topics = Topics::new("t1.");
+        assert!(topics.all().iter().all(|t| t.starts_with("t1.")));
+    }
+
+    #[test]
+    fn too_few_partitions_is_rejected() {
+        let k = KafkaSettings {
+            partitions: 3,
+            ..Default::default()
+        };
+        assert!(k.validate().is_err());
+    }
+}

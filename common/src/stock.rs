@@ -1,0 +1,88 @@
+//! The Redis layout of a sale, shared by the gateway (which reserves) and
+//! inventory-service (which warms and returns stock).
+//!
+//! Every key of one sale carries the hash tag `{sale_id}`, so the keys live
+//! in one slot and the scripts also run on Redis Cluster.
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::domain::{OrderId, Quantity, SaleId, UserId};
+
+/// Fields of the sale hash.
+pub mod field {
+    /// Units still reservable. Only the scripts change it.
+    pub const STOCK: &str = "stock";
+    pub const TOTAL: &str = "total";
+    pub const NAME: &str = "name";
+    /// Unix milliseconds.
+    pub const STARTS_AT: &str = "starts_at";
+    /// Unix milliseconds, exclusive.
+    pub const ENDS_AT: &str = "ends_at";
+    pub const PER_USER_LIMIT: &str = "per_user_limit";
+}
+
+#[derive(Debug, Clone)]
+pub struct SaleKeys {
+    /// Hash: the sale's window, limit and remaining stock.
+    pub sale: String,
+    /// Hash: user id -> order id, one entry per user holding a reservation.
+    pub buyers: String,
+}
+
+impl SaleKeys {
+    pub fn new(sale: &SaleId) -> Self {
+        Self {
+            sale: format!("seckill:{{{sale}}}:sale"),
+            buyers: format!("seckill:{{{sale}}}:buyers"),
+        }
+    }
+}
+
+/// Returns one reservation: only if the user's entry still names this order,
+/// so a second release of the same order (a redelivery, a retry) is a no-op.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HDEL', KEYS[2], ARGV[1])
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+          redis.call('HINCRBY', KEYS[1], 'stock', ARGV[3])
+        end
+        return 1
+        "#,
+    )
+});
+
+/// Gives a reservation back to the sale. Returns whether anything changed.
+pub async fn release(
+    redis: &mut ConnectionManager,
+    sale: &SaleId,
+    user: &UserId,
+    order: &OrderId,
+    quantity: Quantity,
+) -> redis::RedisResult<bool> {
+    let keys = SaleKeys::new(sale);
+    let changed: i64 = RELEASE
+        .key(&keys.sale)
+        .key(&keys.buyers)
+        .arg(user.as_str())
+        .arg(order.to_string())
+        .arg(quantity.get())
+        .invoke_async(redis)
+        .await?;
+    Ok(changed == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let keys = SaleKeys::new(&SaleId::parse("abc").unwrap());
+        assert_eq!(keys.sale, "seckill:{abc}:sale");
+        assert_eq!(keys.buyers, "seckill:{abc}:buyers");
+    }
+}

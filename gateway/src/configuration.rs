@@ -1,0 +1,110 @@
+//! The gateway's typed settings: defaults, then `SECKILL_CONFIG` file, then
+//! `SECKILL_*` environment variables; validated before anything starts.
+use serde::{Deserialize, Serialize};
+
+use seckill_common::settings::{
+    self, invalid, HttpSettings, KafkaSettings, RedisSettings, Secret, SettingsError,
+};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub redis: RedisSettings,
+    pub kafka: KafkaSettings,
+    /// HS256 secret for user JWTs (`SECKILL_JWT_SECRET`).
+    pub jwt_secret: Secret,
+    /// Bearer token for `/api/v1/admin/*` (`SECKILL_ADMIN_TOKEN`).
+    pub admin_token: Secret,
+    /// Allowed clock skew for `exp`/`nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Base URL of inventory-service's internal API (sale creation).
+    pub inventory_url: String,
+    /// Base URL of order-service's internal API (order status).
+    pub order_url: String,
+    /// Timeout of one internal HTTP call; retried with backoff.
+    pub upstream_timeout_ms: u64,
+    pub rate_limit: RateLimitSettings,
+    /// Largest accepted request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Requests in flight across the process; beyond it, 503 at once.
+    pub max_in_flight: usize,
+    /// How long a sold-out answer is served from memory without asking Redis.
+    /// Short, so stock that comes back is sold again quickly.
+    pub sold_out_cache_ms: u64,
+}
+
+/// governor quotas. A burst allowance equals one second of the rate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    pub global_per_second: u32,
+    pub per_user_per_second: u32,
+    pub per_ip_per_second: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            global_per_second: 50_000,
+            per_user_per_second: 20,
+            per_ip_per_second: 2_000,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::with_port(8080),
+            redis: RedisSettings::default(),
+            kafka: KafkaSettings::default(),
+            jwt_secret: Secret::from("dev-only-jwt-secret-change-me"),
+            admin_token: Secret::from("dev-only-admin-token-change-me"),
+            jwt_leeway_secs: 5,
+            inventory_url: "http://127.0.0.1:8081".into(),
+            order_url: "http://127.0.0.1:8082".into(),
+            upstream_timeout_ms: 2_000,
+            rate_limit: RateLimitSettings::default(),
+            max_body_bytes: 4 * 1024,
+            max_in_flight: 4_096,
+            sold_out_cache_ms: 200,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, SettingsError> {
+        let s: Self = settings::load()?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.kafka.validate()?;
+        if self.jwt_secret.expose().len() < 16 {
+            return Err(invalid("jwt_secret must be at least 16 bytes"));
+        }
+        if self.admin_token.expose().len() < 16 {
+            return Err(invalid("admin_token must be at least 16 bytes"));
+        }
+        let r = &self.rate_limit;
+        if r.global_per_second == 0 || r.per_user_per_second == 0 || r.per_ip_per_second == 0 {
+            return Err(invalid("rate limits must be positive"));
+        }
+        if self.max_body_bytes == 0 || self.max_in_flight == 0 {
+            return Err(invalid("max_body_bytes and max_in_flight must be positive"));
+        }
+        for url in [&self.inventory_url, &self.order_url] {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(invalid(format!("{url} is not an http(s) URL")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `SECKILL_*` variables the gateway reads.
+pub fn env_var_names() -> Vec<String> {
+    settings::env_var_names(&Settings::default())
+}

@@ -1,0 +1,22 @@
+//! The public HTTP API. Every error is `{"error":{"code","message"}}`.
+mod admin;
+mod health;
+mod orders;
+mod sales;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(seckill_common::http::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/api/v1")
+                .route("/admin/sales", web::post().to(admin::create_sale))
+                .route("/sales/{sale_id}", web::get().to(sales::get_sale))
+                .route(
+                    "/sales/{sale_id}/orders",
+                    web::post().to(orders::place_order),
+                )
+                .route("/orders/{order_id}", web::get().to(orders::get_order)),
+        );
+}

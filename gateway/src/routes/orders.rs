@@ -1,0 +1,195 @@
+//! The flash-sale endpoint and order status.
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use redis::AsyncCommands;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested};
+use seckill_common::http::ApiError;
+use seckill_common::stock::{self, SaleKeys};
+
+use crate::auth::AuthenticatedUser;
+use crate::purchase::{self, Decision};
+use crate::startup::AppState;
+
+/// `{}` or `{"quantity": n}`. Unknown fields are refused, not ignored: a
+/// client that sends `{"qty": 5}` must learn it bought one unit, not five.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseBody {
+    quantity: Option<i64>,
+}
+
+fn sale_not_found() -> ApiError {
+    ApiError::not_found("sale_not_found", "no such sale")
+}
+
+fn stock_store_down(error: redis::RedisError) -> ApiError {
+    tracing::warn!(%error, "redis unavailable");
+    ApiError::unavailable("stock store unavailable")
+}
+
+pub async fn place_order(
+    path: web::Path<String>,
+    AuthenticatedUser(user): AuthenticatedUser,
+    body: web::Json<PurchaseBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check_user(&user)?;
+    let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
+    let quantity = match body.quantity {
+        None => Quantity::ONE,
+        Some(raw) => Quantity::parse(raw).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_quantity",
+                e.to_string(),
+            )
+        })?,
+    };
+    if state.sold_out.is_sold_out(&sale) {
+        state.metrics.outcome("sold_out");
+        return Err(sold_out());
+    }
+
+    let order_id = OrderId::new(&sale);
+    let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
+    let mut redis = state.redis.clone();
+    let decision = purchase::reserve(&mut redis, &sale, &user, quantity, &order_id)
+        .instrument(span.clone())
+        .await
+        .map_err(stock_store_down)?;
+    span.record("outcome", decision.label());
+    state.metrics.outcome(decision.label());
+
+    match decision {
+        Decision::Accepted { remaining } => {
+            if remaining <= 0 {
+                state.sold_out.mark(&sale);
+            }
+            enqueue(&state, &sale, &user, quantity, &order_id).await?;
+            Ok(HttpResponse::Accepted().json(json!({"order_id": order_id, "status": "queued"})))
+        }
+        Decision::SoldOut => {
+            state.sold_out.mark(&sale);
+            Err(sold_out())
+        }
+        Decision::AlreadyPurchased => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_purchased",
+            "you already bought in this sale",
+        )),
+        Decision::NotStarted => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sale_not_started",
+            "the sale has not started",
+        )),
+        Decision::Ended => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sale_ended",
+            "the sale has ended",
+        )),
+        Decision::NotFound => Err(sale_not_found()),
+        Decision::OverLimit => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity_over_limit",
+            "quantity exceeds this sale's per-user limit",
+        )),
+    }
+}
+
+fn sold_out() -> ApiError {
+    ApiError::new(StatusCode::GONE, "sold_out", "the sale is sold out")
+}
+
+/// Produces `OrderRequested` and waits for the broker's acknowledgement. If
+/// that fails, the reservation is undone before answering, so stock never
+/// leaks into an order nobody will process.
+async fn enqueue(
+    state: &AppState,
+    sale: &SaleId,
+    user: &UserId,
+    quantity: Quantity,
+    order_id: &OrderId,
+) -> Result<(), ApiError> {
+    let order = OrderRef {
+        order_id: order_id.clone(),
+        sale_id: sale.clone(),
+        user_id: user.clone(),
+        quantity,
+    };
+    let envelope = Envelope::new(Event::OrderRequested(OrderRequested {
+        order,
+        requested_at: Utc::now(),
+    }));
+    let key = order_id.to_string();
+    let started = std::time::Instant::now();
+    let produced = state
+        .producer
+        .send(&state.topics.order_requested, &key, &envelope)
+        .await;
+    state.metrics.produce(started.elapsed(), produced.is_ok());
+    let Err(error) = produced else { return Ok(()) };
+
+    tracing::error!(%error, order_id = %order_id, "enqueue failed; returning the reservation");
+    let undo = state.undo_backoff.retry(
+        || {
+            let mut redis = state.redis.clone();
+            async move { stock::release(&mut redis, sale, user, order_id, quantity).await }
+        },
+        |_| true,
+    );
+    match tokio::time::timeout(Duration::from_secs(3), undo).await {
+        Ok(Ok(_)) => state.sold_out.clear(sale),
+        // Redis is gone too: reconciliation returns the orphaned reservation later.
+        other => tracing::error!(?other, order_id = %order_id, "could not return the reservation"),
+    }
+    Err(ApiError::unavailable(
+        "order queue unavailable, nothing was charged; try again",
+    ))
+}
+
+/// Owner only. An order no service has persisted yet is `queued` while its
+/// reservation sits in the sale's buyers hash.
+pub async fn get_order(
+    path: web::Path<String>,
+    AuthenticatedUser(user): AuthenticatedUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check_user(&user)?;
+    let not_found = || ApiError::not_found("order_not_found", "no such order");
+    let order_id = OrderId::parse(&path).map_err(|_| not_found())?;
+    let url = format!("{}/internal/orders/{}", state.order_url, order_id);
+    let persisted: Option<serde_json::Value> = state
+        .upstream
+        .call::<(), _>("order-service", Method::GET, &url, None)
+        .await?;
+    if let Some(order) = persisted {
+        // Someone else's order is indistinguishable from no order.
+        if order["user_id"].as_str() != Some(user.as_str()) {
+            return Err(not_found());
+        }
+        return Ok(HttpResponse::Ok().json(order));
+    }
+    let mut redis = state.redis.clone();
+    let holder: Option<String> = redis
+        .hget(SaleKeys::new(order_id.sale_id()).buyers, user.as_str())
+        .await
+        .map_err(stock_store_down)?;
+    if holder.as_deref() != Some(order_id.to_string().as_str()) {
+        return Err(not_found());
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "order_id": order_id,
+        "sale_id": order_id.sale_id(),
+        "user_id": user,
+        "status": "queued",
+    })))
+}

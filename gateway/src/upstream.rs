@@ -1,0 +1,133 @@
+//! Calls to the internal APIs of inventory-service (sales) and order-service
+//! (order status). Each call has a timeout and bounded retries with backoff;
+//! only idempotent requests are retried, so a retry never does a thing twice.
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use seckill_common::http::ApiError;
+use seckill_common::retry::Backoff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{service} unreachable: {source}")]
+    Unreachable {
+        service: &'static str,
+        source: reqwest::Error,
+    },
+    #[error("{service} answered {status}")]
+    Status {
+        service: &'static str,
+        status: StatusCode,
+        body: serde_json::Value,
+    },
+}
+
+impl UpstreamError {
+    fn retryable(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable { .. } => true,
+            UpstreamError::Status { status, .. } => status.is_server_error(),
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Status { status, body, .. } if status.is_client_error() => {
+                // Pass the service's own JSON error through (404 sale_not_found, 409 ...).
+                let code = body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("upstream_rejected");
+                let message = body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("rejected")
+                    .to_owned();
+                let status = actix_web::http::StatusCode::from_u16(status.as_u16())
+                    .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+                ApiError::new(status, leak_code(code), message)
+            }
+            other => {
+                tracing::warn!(error = %other, "upstream call failed");
+                ApiError::unavailable("a backing service is unavailable")
+            }
+        }
+    }
+}
+
+/// Error codes are `&'static str`; map the few an upstream may send.
+fn leak_code(code: &str) -> &'static str {
+    match code {
+        "sale_not_found" => "sale_not_found",
+        "order_not_found" => "order_not_found",
+        "sale_conflict" => "sale_conflict",
+        "invalid_sale" => "invalid_sale",
+        _ => "upstream_rejected",
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client,
+    backoff: Backoff,
+}
+
+impl Upstream {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(32)
+            .build()?;
+        Ok(Self {
+            client,
+            backoff: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_millis(500),
+                attempts: 3,
+            },
+        })
+    }
+
+    /// Sends an idempotent request (GET, or a PUT-like POST keyed by an id the
+    /// caller chose) and decodes the JSON answer. Returns `Ok(None)` on 404.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        service: &'static str,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<Option<T>, UpstreamError> {
+        let attempt = || async {
+            let mut request = self.client.request(method.clone(), url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|source| UpstreamError::Unreachable { service, source })?;
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                let body = response.json().await.unwrap_or(serde_json::Value::Null);
+                return Err(UpstreamError::Status {
+                    service,
+                    status,
+                    body,
+                });
+            }
+            response
+                .json::<T>()
+                .await
+                .map(Some)
+                .map_err(|source| UpstreamError::Unreachable { service, source })
+        };
+        self.backoff.retry(attempt, UpstreamError::retryable).await
+    }
+}

@@ -1,0 +1,147 @@
+//! The `OrderRequested` handler: one database transaction per batch, then one
+//! event per order, then the Redis reservations of rejected orders go back.
+//!
+//! The order matters. Events are produced only after the commit, so nothing
+//! is announced that could still roll back; Redis is released only after the
+//! rejection is acknowledged, so the gateway never resells a unit while the
+//! order could still turn out reserved. Any failure after the commit makes
+//! the whole batch retry, which is safe because [`reserve`] is idempotent.
+use futures::future::join_all;
+use redis::aio::ConnectionManager;
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use tracing::Instrument;
+
+use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
+use seckill_common::events::{Envelope, Event, OrderRef, Rejection};
+use seckill_common::kafka::EventProducer;
+use seckill_common::settings::Topics;
+use seckill_common::{db, stock};
+
+use crate::reserve::{reserve, Outcome, ReserveError};
+
+pub struct InventoryHandler {
+    pub db: DatabaseConnection,
+    pub redis: ConnectionManager,
+    pub producer: EventProducer,
+    pub topics: Topics,
+}
+
+/// One order's outcome, with the span its message is processed in.
+struct Decision<'a> {
+    order: &'a OrderRef,
+    outcome: Outcome,
+    span: &'a tracing::Span,
+}
+
+impl BatchHandler for InventoryHandler {
+    async fn handle(&self, batch: &[Incoming]) -> Result<(), HandleError> {
+        let orders: Vec<(&OrderRef, &tracing::Span)> = batch
+            .iter()
+            .filter_map(|m| match &m.envelope.event {
+                Event::OrderRequested(requested) => Some((&requested.order, &m.span)),
+                _ => None, // Not ours to act on.
+            })
+            .collect();
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let decisions = self.decide(orders).await?;
+        self.publish(&decisions).await?;
+        self.release_rejected(&decisions).await
+    }
+}
+
+impl InventoryHandler {
+    async fn decide<'a>(
+        &self,
+        orders: Vec<(&'a OrderRef, &'a tracing::Span)>,
+    ) -> Result<Vec<Decision<'a>>, HandleError> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let mut decisions = Vec::with_capacity(orders.len());
+        for (order, span) in orders {
+            let db_span = tracing::info_span!(
+                parent: span,
+                "db.reserve",
+                otel.kind = "client",
+                db.system = "postgresql",
+                db.operation = "reserve",
+                order_id = %order.order_id,
+                sale_id = %order.sale_id,
+                outcome = tracing::field::Empty,
+            );
+            let outcome = reserve(&txn, order)
+                .instrument(db_span.clone())
+                .await
+                .map_err(|e| match e {
+                    ReserveError::Db(e) => db_error(e),
+                    mismatch @ ReserveError::Mismatch(_) => {
+                        HandleError::Permanent(mismatch.to_string())
+                    }
+                })?;
+            match &outcome {
+                Outcome::Reserved => db_span.record("outcome", "reserved"),
+                Outcome::Rejected(reason) => db_span.record("outcome", reason.as_str()),
+            };
+            decisions.push(Decision {
+                order,
+                outcome,
+                span,
+            });
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(decisions)
+    }
+
+    /// Produces every outcome concurrently and waits for all acknowledgements.
+    async fn publish(&self, decisions: &[Decision<'_>]) -> Result<(), HandleError> {
+        let topic = self.topics.inventory_events.as_str();
+        let sends = decisions.iter().map(|d| {
+            let event = match &d.outcome {
+                Outcome::Reserved => Event::StockReserved(d.order.clone()),
+                Outcome::Rejected(reason) => Event::StockRejected(Rejection {
+                    order: d.order.clone(),
+                    reason: reason.clone(),
+                }),
+            };
+            let key = d.order.order_id.to_string();
+            async move { self.producer.send(topic, &key, &Envelope::new(event)).await }
+                .instrument(d.span.clone())
+        });
+        match join_all(sends).await.into_iter().find_map(Result::err) {
+            Some(error) => Err(HandleError::Transient(format!(
+                "cannot publish inventory events: {error}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives rejected orders' units back to the gateway. Idempotent per order.
+    async fn release_rejected(&self, decisions: &[Decision<'_>]) -> Result<(), HandleError> {
+        let releases = decisions
+            .iter()
+            .filter(|d| d.outcome != Outcome::Reserved)
+            .map(|d| {
+                let mut redis = self.redis.clone();
+                let o = d.order;
+                async move {
+                    stock::release(&mut redis, &o.sale_id, &o.user_id, &o.order_id, o.quantity)
+                        .await
+                }
+                .instrument(d.span.clone())
+            });
+        match join_all(releases).await.into_iter().find_map(Result::err) {
+            Some(error) => Err(HandleError::Transient(format!(
+                "cannot release reservations in Redis: {error}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn db_error(error: DbErr) -> HandleError {
+    if db::is_transient(&error) {
+        HandleError::Transient(error.to_string())
+    } else {
+        HandleError::Permanent(error.to_string())
+    }
+}

@@ -1,0 +1,16 @@
+//! inventory-service: the authoritative stock.
+//!
+//! Consumes `OrderRequested`, applies each order to PostgreSQL (conditional
+//! decrement, idempotent per order id), announces `StockReserved` or
+//! `StockRejected`, and returns rejected reservations to Redis. Also owns
+//! sale creation, which writes the sale to PostgreSQL and warms it into Redis.
+pub mod configuration;
+pub mod consumer;
+pub mod persistence;
+pub mod reserve;
+pub mod routes;
+pub mod sales;
+pub mod startup;
+pub mod warm;
+
+pub use startup::Application;

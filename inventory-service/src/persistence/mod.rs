@@ -1,0 +1,27 @@
+//! This service's tables: `sales` (the authoritative stock) and
+//! `reservations` (one row per order id, which makes consumption idempotent).
+pub mod migration;
+pub mod reservation;
+pub mod sale;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm_migration::MigratorTrait;
+
+pub use migration::Migrator;
+
+/// Arbitrary but fixed: every replica must agree on it.
+const MIGRATION_LOCK_KEY: i64 = 0x5EC0_1A7E_0000_0001;
+
+/// Applies pending migrations. Replicas start together, so the migrations
+/// run inside one transaction that first takes a transaction-scoped advisory
+/// lock: the others wait, then find nothing left to do. (A session lock would
+/// not work through a pool: lock and unlock could land on different connections.)
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}

@@ -1,0 +1,40 @@
+//! The outcome for one order id, written in the same transaction as the
+//! stock decrement, so "already handled" and "stock taken" never disagree.
+use sea_orm::entity::prelude::*;
+
+/// `status` values (a CHECK constraint allows only these).
+pub const RESERVED: &str = "reserved";
+pub const REJECTED: &str = "rejected";
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "reservations")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub order_id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: i32,
+    /// [`RESERVED`] or [`REJECTED`].
+    pub status: String,
+    /// Why it was rejected; `None` when reserved.
+    pub reason: Option<String>,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::sale::Entity",
+        from = "Column::SaleId",
+        to = "super::sale::Column::Id"
+    )]
+    Sale,
+}
+
+impl Related<super::sale::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Sale.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

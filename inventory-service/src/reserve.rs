@@ -1,0 +1,143 @@
+//! Applies one order to the authoritative stock, inside the batch's transaction.
+//!
+//! The reservation row is inserted first, keyed by order id: if it already
+//! exists the message is a redelivery and the stored outcome is returned
+//! without touching stock. Each order runs in a savepoint of its own, so a
+//! constraint violation rejects that order without aborting the batch.
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, SqlErr, Statement,
+    TransactionTrait, Value,
+};
+
+use seckill_common::events::OrderRef;
+
+use crate::persistence::reservation::{self, REJECTED, RESERVED};
+
+/// Why an order was rejected; sent in `StockRejected.reason`.
+pub mod reason {
+    /// The sale is not in the database (never created there).
+    pub const SALE_NOT_FOUND: &str = "sale_not_found";
+    /// Redis let the order through, but the authoritative stock cannot cover it.
+    pub const INSUFFICIENT_STOCK: &str = "insufficient_stock";
+    /// The user already holds a reservation in this sale under another order id.
+    pub const DUPLICATE_BUYER: &str = "duplicate_buyer";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Reserved,
+    Rejected(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    /// The order id is already stored for a different sale, user or quantity:
+    /// the message is not a redelivery but a bug or a forgery.
+    #[error("order {0} was already stored with different contents")]
+    Mismatch(String),
+}
+
+const INSERT: &str =
+    "INSERT INTO reservations (order_id, sale_id, user_id, quantity, status, reason, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (order_id) DO NOTHING RETURNING order_id";
+
+/// Conditional: never below zero, and concurrent consumers serialise on the row lock.
+const DECREMENT: &str = "UPDATE sales SET stock_remaining = stock_remaining - $2 WHERE id = $1 AND stock_remaining >= $2";
+
+/// Decides `order`. The caller commits `txn` before announcing the outcome.
+pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outcome, ReserveError> {
+    let savepoint = txn.begin().await?;
+    match savepoint.query_one(insert(order, RESERVED, None)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            savepoint.commit().await?;
+            return stored_outcome(txn, order).await;
+        }
+        Err(error) => {
+            savepoint.rollback().await?;
+            return match error.sql_err() {
+                // No sale row, so no rejected row either (the foreign key
+                // forbids it); a redelivery decides the same way again.
+                Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
+                    Ok(Outcome::Rejected(reason::SALE_NOT_FOUND.into()))
+                }
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    reject(txn, order, reason::DUPLICATE_BUYER).await
+                }
+                _ => Err(error.into()),
+            };
+        }
+    }
+    let values: [Value; 2] = [order.sale_id.as_str().into(), quantity(order).into()];
+    let decremented = savepoint
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            DECREMENT,
+            values,
+        ))
+        .await?
+        .rows_affected();
+    if decremented == 1 {
+        savepoint.commit().await?;
+        return Ok(Outcome::Reserved);
+    }
+    savepoint.rollback().await?;
+    reject(txn, order, reason::INSUFFICIENT_STOCK).await
+}
+
+async fn reject(
+    txn: &DatabaseTransaction,
+    order: &OrderRef,
+    why: &str,
+) -> Result<Outcome, ReserveError> {
+    if txn
+        .query_one(insert(order, REJECTED, Some(why)))
+        .await?
+        .is_none()
+    {
+        // Only reachable if the same order id appears twice in one batch.
+        return stored_outcome(txn, order).await;
+    }
+    Ok(Outcome::Rejected(why.into()))
+}
+
+/// The outcome already persisted for this order id: a redelivery re-announces it.
+async fn stored_outcome(
+    txn: &DatabaseTransaction,
+    order: &OrderRef,
+) -> Result<Outcome, ReserveError> {
+    let id = order.order_id.to_string();
+    let row = reservation::Entity::find_by_id(id.as_str())
+        .one(txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("reservation {id}")))?;
+    if row.sale_id != order.sale_id.as_str()
+        || row.user_id != order.user_id.as_str()
+        || row.quantity != quantity(order)
+    {
+        return Err(ReserveError::Mismatch(id));
+    }
+    Ok(match row.status.as_str() {
+        RESERVED => Outcome::Reserved,
+        _ => Outcome::Rejected(row.reason.unwrap_or_else(|| REJECTED.into())),
+    })
+}
+
+fn insert(order: &OrderRef, status: &str, why: Option<&str>) -> Statement {
+    let values: [Value; 6] = [
+        order.order_id.to_string().into(),
+        order.sale_id.as_str().into(),
+        order.user_id.as_str().into(),
+        quantity(order).into(),
+        status.into(),
+        why.map(str::to_owned).into(),
+    ];
+    Statement::from_sql_and_values(DbBackend::Postgres, INSERT, values)
+}
+
+/// `Quantity` is at most `Quantity::MAX`, far inside `i32`.
+fn quantity(order: &OrderRef) -> i32 {
+    i32::try_from(order.quantity.get()).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,129 @@
+//! HTTP: health endpoints, and the internal sale API the gateway's admin
+//! endpoints call. Not exposed publicly: the gateway authenticates admins.
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+use sea_orm::{DatabaseConnection, DbErr};
+
+use seckill_common::domain::SaleId;
+use seckill_common::http::{self, ApiError};
+use seckill_common::kafka::EventProducer;
+use seckill_common::{db, redis_conn};
+
+use crate::sales::{self, CreateSale, Created, SaleView};
+use crate::warm::{self, WarmError};
+
+/// Shared by every worker; each field is a cheap handle onto one pool or client.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub redis: ConnectionManager,
+    pub producer: EventProducer,
+}
+
+/// How long each readiness check may take: probes must answer well within their own timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(http::healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/internal/sales", web::post().to(create_sale))
+        .route("/internal/sales/{sale_id}", web::get().to(get_sale));
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let producer = state.producer.clone();
+    // librdkafka's metadata call blocks its thread.
+    let broker = tokio::task::spawn_blocking(move || producer.is_reachable(CHECK_TIMEOUT));
+    let broker = async {
+        matches!(
+            tokio::time::timeout(CHECK_TIMEOUT * 2, broker).await,
+            Ok(Ok(true))
+        )
+    };
+    let (database, redis, kafka) = tokio::join!(
+        db::is_reachable(&state.db, CHECK_TIMEOUT),
+        redis_conn::is_reachable(&state.redis, CHECK_TIMEOUT),
+        broker,
+    );
+    http::readiness(&[("database", database), ("redis", redis), ("kafka", kafka)])
+}
+
+/// Idempotent on `sale_id`: 201 when created, 200 for an identical repeat,
+/// 409 when the id is taken by different parameters. Either way the sale is
+/// (re-)warmed, so a repeat also completes a previous attempt that failed at Redis.
+#[tracing::instrument(name = "create_sale", skip_all, fields(sale_id = %body.sale_id))]
+async fn create_sale(
+    state: web::Data<AppState>,
+    body: web::Json<CreateSale>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.into_inner().validate().map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            e.to_string(),
+        )
+    })?;
+    let (status, row) = match sales::create(&state.db, &new).await.map_err(db_failure)? {
+        Created::New(row) => (StatusCode::CREATED, row),
+        Created::Existing(row) => (StatusCode::OK, row),
+        Created::Conflict(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "sale_conflict",
+                "a sale with this id already exists with different parameters",
+            ))
+        }
+    };
+    warm::warm(&state.db, &state.redis, &new.id)
+        .await
+        .map_err(|e| match e {
+            WarmError::Db(e) => db_failure(e),
+            WarmError::Redis(e) => redis_failure(e),
+        })?;
+    if status == StatusCode::CREATED {
+        tracing::info!(stock = row.total_stock, "sale created");
+    }
+    Ok(HttpResponse::build(status).json(SaleView::from(row)))
+}
+
+#[tracing::instrument(name = "get_sale", skip(state))]
+async fn get_sale(
+    state: web::Data<AppState>,
+    sale_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let missing = || ApiError::not_found("sale_not_found", "no such sale");
+    // An id that cannot be valid cannot exist either.
+    let id = SaleId::parse(&sale_id).map_err(|_| missing())?;
+    let row = sales::find(&state.db, &id)
+        .await
+        .map_err(db_failure)?
+        .ok_or_else(missing)?;
+    Ok(HttpResponse::Ok().json(SaleView::from(row)))
+}
+
+fn db_failure(error: DbErr) -> ApiError {
+    if db::is_transient(&error) {
+        tracing::warn!(%error, "database unavailable");
+        ApiError::unavailable("database unavailable")
+    } else {
+        tracing::error!(%error, "database error");
+        ApiError::internal()
+    }
+}
+
+fn redis_failure(error: RedisError) -> ApiError {
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+    {
+        tracing::warn!(%error, "redis unavailable");
+        ApiError::unavailable("redis unavailable")
+    } else {
+        tracing::error!(%error, "redis error");
+        ApiError::internal()
+    }
+}

@@ -1,0 +1,144 @@
+//! Copies a sale from PostgreSQL into Redis, where the gateway sells it.
+//!
+//! Done when a sale is created and, at start, for every sale that has not
+//! ended but whose Redis hash is missing (Redis restarted or lost the key).
+//! The sale hash is the gate: the gateway reserves nothing while it is
+//! absent, so the buyers hash is filled first and the sale hash written last,
+//! each step only if the sale hash still does not exist. A sale that is
+//! already in Redis is never overwritten: Redis is ahead of the database by
+//! the orders still in flight.
+use std::sync::LazyLock;
+
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisError, Script};
+use sea_orm::{
+    AccessMode, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, IsolationLevel, QueryFilter,
+    QuerySelect, TransactionTrait,
+};
+
+use seckill_common::domain::SaleId;
+use seckill_common::stock::{field, SaleKeys};
+
+use crate::persistence::{reservation, sale};
+
+/// Buyers per script call: bounds the size of one Redis command.
+const BUYERS_PER_CALL: usize = 500;
+
+/// KEYS: sale hash, buyers hash. ARGV: user id, order id, ...
+static FILL_BUYERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+        if #ARGV > 0 then redis.call('HSET', KEYS[2], unpack(ARGV)) end
+        return 1
+        "#,
+    )
+});
+
+/// KEYS: sale hash. ARGV: field, value, ...
+static CREATE_SALE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+        redis.call('HSET', KEYS[1], unpack(ARGV))
+        return 1
+        "#,
+    )
+});
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// Writes the sale into Redis unless it is already there. Returns whether it wrote it.
+pub async fn warm(
+    db: &DatabaseConnection,
+    redis: &ConnectionManager,
+    id: &SaleId,
+) -> Result<bool, WarmError> {
+    let keys = SaleKeys::new(id);
+    let mut con = redis.clone();
+    if con.exists::<_, bool>(&keys.sale).await? {
+        return Ok(false);
+    }
+    // Stock and buyers from one snapshot, so they agree with each other.
+    let txn = db
+        .begin_with_config(
+            Some(IsolationLevel::RepeatableRead),
+            Some(AccessMode::ReadOnly),
+        )
+        .await?;
+    let Some(row) = sale::Entity::find_by_id(id.as_str()).one(&txn).await? else {
+        txn.commit().await?;
+        return Ok(false);
+    };
+    let buyers: Vec<(String, String)> = reservation::Entity::find()
+        .select_only()
+        .column(reservation::Column::UserId)
+        .column(reservation::Column::OrderId)
+        .filter(reservation::Column::SaleId.eq(id.as_str()))
+        .filter(reservation::Column::Status.eq(reservation::RESERVED))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+
+    for chunk in buyers.chunks(BUYERS_PER_CALL) {
+        let mut call = FILL_BUYERS.prepare_invoke();
+        call.key(&keys.sale).key(&keys.buyers);
+        for (user, order) in chunk {
+            call.arg(user).arg(order);
+        }
+        if call.invoke_async::<i64>(&mut con).await? == 0 {
+            return Ok(false); // Someone else warmed it meanwhile.
+        }
+    }
+    let created: i64 = CREATE_SALE
+        .key(&keys.sale)
+        .arg(field::STOCK)
+        .arg(row.stock_remaining)
+        .arg(field::TOTAL)
+        .arg(row.total_stock)
+        .arg(field::NAME)
+        .arg(&row.name)
+        .arg(field::STARTS_AT)
+        .arg(row.starts_at.timestamp_millis())
+        .arg(field::ENDS_AT)
+        .arg(row.ends_at.timestamp_millis())
+        .arg(field::PER_USER_LIMIT)
+        .arg(row.per_user_limit)
+        .invoke_async(&mut con)
+        .await?;
+    Ok(created == 1)
+}
+
+/// Warms every sale that has not ended yet. Returns how many were missing.
+pub async fn warm_unfinished(
+    db: &DatabaseConnection,
+    redis: &ConnectionManager,
+) -> Result<usize, WarmError> {
+    let ids: Vec<String> = sale::Entity::find()
+        .select_only()
+        .column(sale::Column::Id)
+        .filter(sale::Column::EndsAt.gt(Utc::now()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut warmed = 0;
+    for raw in ids {
+        let Ok(id) = SaleId::parse(&raw) else {
+            tracing::warn!(sale_id = %raw, "skipping a sale whose id is not valid");
+            continue;
+        };
+        if warm(db, redis, &id).await? {
+            tracing::info!(sale_id = %id, "sale was missing from Redis; warmed it");
+            warmed += 1;
+        }
+    }
+    Ok(warmed)
+}

@@ -1,0 +1,298 @@
+//! The inventory-events handler: one order row per inventory decision.
+//!
+//! Per batch: one transaction, one savepoint per message, commit, then one
+//! event per message, all awaited. Only then does the batch loop store the
+//! offsets, so a crash anywhere means redelivery, and a redelivery finds the
+//! row already there, changes nothing and re-emits the same event (same event
+//! id, see `Envelope::new`).
+use futures::future::join_all;
+use sea_orm::sqlx;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
+    Statement, TransactionTrait,
+};
+use tracing::Instrument;
+
+use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
+use seckill_common::db::is_transient;
+use seckill_common::events::{Envelope, Event, OrderRef, Rejection};
+use seckill_common::kafka::EventProducer;
+
+use crate::persistence::OrderStatus;
+
+/// The reason recorded when a second live order arrives for one user and sale.
+pub const DUPLICATE_BUYER: &str = "duplicate_buyer";
+
+/// The partial unique index on (sale_id, user_id) among live orders.
+const LIVE_SALE_USER_INDEX: &str = "orders_live_sale_user_key";
+
+const INSERT: &str = "INSERT INTO orders (order_id, sale_id, user_id, quantity, status, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (order_id) DO NOTHING \
+     RETURNING status, reason";
+
+const SELECT: &str = "SELECT status, reason FROM orders WHERE order_id = $1";
+
+pub struct OrderHandler {
+    pub db: DatabaseConnection,
+    pub producer: EventProducer,
+    /// `topics.order_events`.
+    pub topic: String,
+}
+
+/// What an order looks like once persisted: all the event needs.
+struct Persisted {
+    status: OrderStatus,
+    reason: Option<String>,
+}
+
+impl BatchHandler for OrderHandler {
+    async fn handle(&self, batch: &[Incoming]) -> Result<(), HandleError> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let mut outgoing = Vec::with_capacity(batch.len());
+        for incoming in batch {
+            let Some((order, requested)) = decision(&incoming.envelope.event) else {
+                tracing::debug!(parent: &incoming.span, event = incoming.envelope.event.type_name(), "ignoring event");
+                continue;
+            };
+            let span = tracing::info_span!(
+                parent: &incoming.span,
+                "db.persist_order",
+                otel.kind = "client",
+                db.system = "postgresql",
+                db.operation = "INSERT",
+                db.sql.table = "orders",
+                order.id = %order.order_id,
+                order.status = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let persisted = persist(&txn, order, requested)
+                .instrument(span.clone())
+                .await;
+            match persisted {
+                Ok(p) => {
+                    span.record("order.status", p.status.as_str());
+                    outgoing.push((incoming, event_for(order, p)));
+                }
+                Err(error) => {
+                    span.record("otel.status_code", "ERROR");
+                    tracing::warn!(parent: &span, %error, "cannot persist order");
+                    // Dropping `txn` would also roll back; an explicit rollback
+                    // returns the connection to the pool clean and at once.
+                    let _ = txn.rollback().await;
+                    return Err(db_error(error));
+                }
+            }
+        }
+        txn.commit().await.map_err(db_error)?;
+
+        let sends = outgoing.iter().map(|(incoming, event)| {
+            let envelope = Envelope::new(event.clone());
+            let key = event.order_id().to_string();
+            let producer = &self.producer;
+            let topic = &self.topic;
+            async move { producer.send(topic, &key, &envelope).await }
+                .instrument(incoming.span.clone())
+        });
+        for result in join_all(sends).await {
+            // The rows are committed; a redelivery re-emits from them.
+            result.map_err(|e| HandleError::Transient(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The order an inventory event is about, and the status/reason it asks for.
+fn decision(event: &Event) -> Option<(&OrderRef, Persisted)> {
+    match event {
+        Event::StockReserved(order) => Some((
+            order,
+            Persisted {
+                status: OrderStatus::Created,
+                reason: None,
+            },
+        )),
+        Event::StockRejected(Rejection { order, reason }) => Some((
+            order,
+            Persisted {
+                status: OrderStatus::Failed,
+                reason: Some(reason.clone()),
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// The event that tells the world what the persisted row says. Any status
+/// other than `failed` means the order was created (later transitions have
+/// their own events), so a redelivery re-emits exactly the original event.
+fn event_for(order: &OrderRef, persisted: Persisted) -> Event {
+    match persisted.status {
+        OrderStatus::Failed => Event::OrderFailed(Rejection {
+            order: order.clone(),
+            reason: persisted.reason.unwrap_or_else(|| "unknown".into()),
+        }),
+        _ => Event::OrderCreated(order.clone()),
+    }
+}
+
+/// Inserts the order unless it exists; returns what is persisted either way.
+async fn persist(
+    txn: &DatabaseTransaction,
+    order: &OrderRef,
+    requested: Persisted,
+) -> Result<Persisted, DbErr> {
+    match insert_in_savepoint(txn, order, &requested).await {
+        Err(error) if violates(&error, LIVE_SALE_USER_INDEX) => {
+            tracing::warn!(order_id = %order.order_id, sale_id = %order.sale_id, user_id = %order.user_id,
+                "user already holds a live order in this sale; recording this one as failed");
+            let duplicate = Persisted {
+                status: OrderStatus::Failed,
+                reason: Some(DUPLICATE_BUYER.into()),
+            };
+            insert_in_savepoint(txn, order, &duplicate).await
+        }
+        other => other,
+    }
+}
+
+/// One attempt in its own savepoint, so a constraint violation leaves the
+/// batch's transaction usable.
+async fn insert_in_savepoint(
+    txn: &DatabaseTransaction,
+    order: &OrderRef,
+    wanted: &Persisted,
+) -> Result<Persisted, DbErr> {
+    let savepoint = txn.begin().await?;
+    match insert_or_read(&savepoint, order, wanted).await {
+        Ok(persisted) => {
+            savepoint.commit().await?;
+            Ok(persisted)
+        }
+        Err(error) => {
+            savepoint.rollback().await?;
+            Err(error)
+        }
+    }
+}
+
+async fn insert_or_read(
+    db: &DatabaseTransaction,
+    order: &OrderRef,
+    wanted: &Persisted,
+) -> Result<Persisted, DbErr> {
+    let order_id = order.order_id.to_string();
+    let quantity = i32::try_from(order.quantity.get()).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let insert = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        INSERT,
+        [
+            order_id.clone().into(),
+            order.sale_id.to_string().into(),
+            order.user_id.to_string().into(),
+            quantity.into(),
+            wanted.status.as_str().into(),
+            wanted.reason.clone().into(),
+        ],
+    );
+    let row = match db.query_one(insert).await? {
+        Some(row) => row,
+        // Already there: a redelivery. Change nothing; report what is stored.
+        None => db
+            .query_one(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                SELECT,
+                [order_id.into()],
+            ))
+            .await?
+            .ok_or_else(|| {
+                DbErr::RecordNotFound(format!("order {} conflicted but is gone", order.order_id))
+            })?,
+    };
+    let status: String = row.try_get("", "status")?;
+    let status = OrderStatus::parse(&status)
+        .ok_or_else(|| DbErr::Custom(format!("unknown order status {status:?}")))?;
+    Ok(Persisted {
+        status,
+        reason: row.try_get("", "reason")?,
+    })
+}
+
+/// True when `error` is a unique violation of the named index.
+fn violates(error: &DbErr, index: &str) -> bool {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(e)))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(e))) => {
+            e.code().as_deref() == Some("23505") && e.constraint() == Some(index)
+        }
+        _ => false,
+    }
+}
+
+fn db_error(error: DbErr) -> HandleError {
+    if is_transient(&error) {
+        HandleError::Transient(error.to_string())
+    } else {
+        HandleError::Permanent(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+
+    fn order() -> OrderRef {
+        let sale = SaleId::parse("s1").unwrap();
+        OrderRef {
+            order_id: OrderId::new(&sale),
+            sale_id: sale,
+            user_id: UserId::parse("u1").unwrap(),
+            quantity: Quantity::ONE,
+        }
+    }
+
+    #[test]
+    fn reserved_becomes_created_and_rejected_becomes_failed_with_reason() {
+        let o = order();
+        let (_, p) = decision(&Event::StockReserved(o.clone())).unwrap();
+        assert_eq!((p.status, p.reason), (OrderStatus::Created, None));
+        let (_, p) = decision(&Event::StockRejected(Rejection {
+            order: o.clone(),
+            reason: "sold_out".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            (p.status, p.reason.as_deref()),
+            (OrderStatus::Failed, Some("sold_out"))
+        );
+        assert!(decision(&Event::OrderCreated(o)).is_none());
+    }
+
+    #[test]
+    fn the_event_follows_the_persisted_status() {
+        let o = order();
+        let created = event_for(
+            &o,
+            Persisted {
+                status: OrderStatus::Created,
+                reason: None,
+            },
+        );
+        assert_eq!(created, Event::OrderCreated(o.clone()));
+        let failed = event_for(
+            &o,
+            Persisted {
+                status: OrderStatus::Failed,
+                reason: Some(DUPLICATE_BUYER.into()),
+            },
+        );
+        assert_eq!(
+            failed,
+            Event::OrderFailed(Rejection {
+                order: o,
+                reason: DUPLICATE_BUYER.into()
+            })
+        );
+    }
+}

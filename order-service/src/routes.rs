@@ -1,0 +1,158 @@
+//! HTTP surface: health, readiness, and the internal order lookup the
+//! gateway proxies for `GET /api/v1/orders/{id}`.
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
+use serde::Serialize;
+
+use seckill_common::domain::OrderId;
+use seckill_common::http::{readiness, ApiError};
+use seckill_common::kafka::EventProducer;
+
+use crate::persistence::order;
+use crate::persistence::OrderStatus;
+
+/// Readiness must answer quickly even while a dependency hangs.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// Shared with every worker; cheap to clone (pool and producer are handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub producer: EventProducer,
+    /// Upper bound on one lookup, pool acquisition included.
+    pub db_timeout: Duration,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(seckill_common::http::healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/internal/orders/{order_id}", web::get().to(get_order));
+}
+
+/// Ready when PostgreSQL and the broker both answer in time: without either,
+/// this replica can neither serve lookups nor make progress on its partitions.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let db = seckill_common::db::is_reachable(&state.db, READY_CHECK_TIMEOUT);
+    let producer = state.producer.clone();
+    // librdkafka's metadata call blocks its thread; keep it off the workers.
+    let broker = tokio::time::timeout(
+        READY_CHECK_TIMEOUT + Duration::from_millis(250),
+        tokio::task::spawn_blocking(move || producer.is_reachable(READY_CHECK_TIMEOUT)),
+    );
+    let (db, broker) = tokio::join!(db, broker);
+    let broker = matches!(broker, Ok(Ok(true)));
+    readiness(&[("database", db), ("kafka", broker)])
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct OrderView {
+    pub order_id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: i32,
+    pub status: OrderStatus,
+    /// Only a failed order has a reason.
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<order::Model> for OrderView {
+    fn from(m: order::Model) -> Self {
+        let reason = if m.status == OrderStatus::Failed {
+            m.reason
+        } else {
+            None
+        };
+        Self {
+            order_id: m.order_id,
+            sale_id: m.sale_id,
+            user_id: m.user_id,
+            quantity: m.quantity,
+            status: m.status,
+            reason,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// A malformed id cannot name an order, so it is "not found" rather than a
+/// 400: callers need not tell the two apart.
+async fn get_order(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::not_found("order_not_found", "no such order");
+    let order_id = OrderId::parse(&path.into_inner()).map_err(|_| not_found())?;
+    let lookup = order::Entity::find_by_id(order_id.to_string()).one(&state.db);
+    let found = tokio::time::timeout(state.db_timeout, lookup)
+        .await
+        .map_err(|_| ApiError::unavailable("order store timed out"))?
+        .map_err(lookup_error)?;
+    let model = found.ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(OrderView::from(model)))
+}
+
+fn lookup_error(error: DbErr) -> ApiError {
+    if seckill_common::db::is_transient(&error) {
+        tracing::warn!(%error, "order lookup failed: database unavailable");
+        ApiError::unavailable("order store unavailable")
+    } else {
+        tracing::error!(%error, "order lookup failed");
+        ApiError::internal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(status: OrderStatus, reason: Option<&str>) -> order::Model {
+        let now = Utc::now();
+        order::Model {
+            order_id: "s1.0190".into(),
+            sale_id: "s1".into(),
+            user_id: "u1".into(),
+            quantity: 1,
+            status,
+            reason: reason.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn view_has_the_contract_fields_and_reason_only_when_failed() {
+        let json = serde_json::to_value(OrderView::from(model(
+            OrderStatus::Failed,
+            Some("sold_out"),
+        )))
+        .unwrap();
+        let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "created_at",
+                "order_id",
+                "quantity",
+                "reason",
+                "sale_id",
+                "status",
+                "updated_at",
+                "user_id"
+            ]
+        );
+        assert_eq!(json["status"], "failed");
+        assert_eq!(json["reason"], "sold_out");
+        let created =
+            serde_json::to_value(OrderView::from(model(OrderStatus::Created, Some("stale"))))
+                .unwrap();
+        assert_eq!(created["status"], "created");
+        assert!(created["reason"].is_null());
+    }
+}

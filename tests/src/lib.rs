@@ -1,0 +1,12 @@
+//! Test harness: real Redis and PostgreSQL (started by `deploy/local/test.sh`),
+//! a private Kafka-compatible broker per stack, and the real service binaries
+//! as child processes, so tests can kill, stop and restart them.
+//!
+//! Every [`Stack`] is isolated: its own broker, its own two databases, its own
+//! sale ids in the shared Redis. Tests therefore run in parallel safely.
+pub mod process;
+pub mod stack;
+pub mod wait;
+
+pub use stack::{Stack, StackOptions};
+pub use wait::wait_until;

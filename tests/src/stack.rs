@@ -1,0 +1,367 @@
+//! One complete, isolated seckill deployment for a test.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use serde_json::{json, Value};
+
+use crate::process::{binary, free_port, nisshi, Process};
+use crate::wait::wait_until;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+fn required(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the suite with deploy/local/test.sh"))
+}
+
+/// Knobs a test may turn; everything else has test-friendly defaults.
+#[derive(Clone, Default)]
+pub struct StackOptions {
+    /// Extra environment for every service (e.g. shorter timeouts).
+    pub env: Vec<(String, String)>,
+    /// Extra environment for the gateway only.
+    pub gateway_env: Vec<(String, String)>,
+}
+
+pub struct Stack {
+    pub id: String,
+    pub brokers: String,
+    pub broker: Process,
+    pub gateway: Process,
+    pub inventory: Process,
+    pub orders: Process,
+    pub gateway_url: String,
+    pub inventory_url: String,
+    pub order_url: String,
+    pub topic_prefix: String,
+    pub redis_url: String,
+    pub inventory_db: DatabaseConnection,
+    pub orders_db: DatabaseConnection,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let redis_url = required("SECKILL_TEST_REDIS_URL");
+        let admin_db = required("SECKILL_TEST_DATABASE_URL");
+        let (inventory_db_url, inventory_db) =
+            create_database(&admin_db, &format!("inv_{id}")).await;
+        let (orders_db_url, orders_db) = create_database(&admin_db, &format!("ord_{id}")).await;
+
+        let broker_port = free_port();
+        let brokers = format!("127.0.0.1:{broker_port}");
+        let listener = format!("tcp://{brokers}");
+        let mut broker = Process::new(
+            &format!("{id}-broker"),
+            nisshi(),
+            [
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+                "--storage-engine",
+                "memory://nisshi/",
+            ]
+            .map(String::from)
+            .to_vec(),
+            HashMap::from([("GROUP_INITIAL_REBALANCE_DELAY".to_owned(), "0s".to_owned())]),
+        );
+        broker.start();
+        wait_for_port(broker_port).await;
+
+        let (gw_port, inv_port, ord_port) = (free_port(), free_port(), free_port());
+        let topic_prefix = format!("t{id}.");
+        let mut common: HashMap<String, String> = [
+            ("SECKILL_KAFKA__BROKERS", brokers.as_str()),
+            ("SECKILL_KAFKA__TOPIC_PREFIX", topic_prefix.as_str()),
+            ("SECKILL_KAFKA__PRODUCE_TIMEOUT_MS", "2000"),
+            ("SECKILL_KAFKA__SESSION_TIMEOUT_MS", "6000"),
+            ("SECKILL_REDIS__URL", redis_url.as_str()),
+            ("SECKILL_HTTP__WORKERS", "2"),
+            ("SECKILL_HTTP__SHUTDOWN_TIMEOUT_SECS", "5"),
+            ("RUST_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        common.extend(options.env.iter().cloned());
+
+        let service = |name: &str, port: u16, extra: Vec<(String, String)>| {
+            let mut env = common.clone();
+            env.insert("SECKILL_HTTP__PORT".into(), port.to_string());
+            env.extend(extra);
+            Process::new(
+                &format!("{id}-{name}"),
+                binary(name),
+                vec!["serve".into()],
+                env,
+            )
+        };
+        let mut inventory = service(
+            "inventory-service",
+            inv_port,
+            vec![("SECKILL_DATABASE__URL".into(), inventory_db_url)],
+        );
+        let mut orders = service(
+            "order-service",
+            ord_port,
+            vec![("SECKILL_DATABASE__URL".into(), orders_db_url)],
+        );
+        let mut gateway_env = vec![
+            ("SECKILL_JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+            ("SECKILL_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+            (
+                "SECKILL_INVENTORY_URL".to_owned(),
+                format!("http://127.0.0.1:{inv_port}"),
+            ),
+            (
+                "SECKILL_ORDER_URL".to_owned(),
+                format!("http://127.0.0.1:{ord_port}"),
+            ),
+            (
+                "SECKILL_RATE_LIMIT__PER_IP_PER_SECOND".to_owned(),
+                "1000000".to_owned(),
+            ),
+            (
+                "SECKILL_RATE_LIMIT__PER_USER_PER_SECOND".to_owned(),
+                "1000".to_owned(),
+            ),
+        ];
+        gateway_env.extend(options.gateway_env.iter().cloned());
+        let mut gateway = service("gateway", gw_port, gateway_env);
+        inventory.start();
+        orders.start();
+        gateway.start();
+
+        let stack = Self {
+            id,
+            brokers,
+            broker,
+            gateway,
+            inventory,
+            orders,
+            gateway_url: format!("http://127.0.0.1:{gw_port}"),
+            inventory_url: format!("http://127.0.0.1:{inv_port}"),
+            order_url: format!("http://127.0.0.1:{ord_port}"),
+            topic_prefix,
+            redis_url,
+            inventory_db,
+            orders_db,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(512)
+                .build()
+                .expect("client"),
+        };
+        for url in [&stack.inventory_url, &stack.order_url, &stack.gateway_url] {
+            stack.wait_ready(url).await;
+        }
+        stack
+    }
+
+    pub async fn wait_ready(&self, base: &str) {
+        let url = format!("{base}/readyz");
+        let http = self.http.clone();
+        let what = format!(
+            "{url} to be ready (logs in {})",
+            crate::process::log_dir().display()
+        );
+        wait_until(&what, Duration::from_secs(60), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        token_with(user, 3600, JWT_SECRET)
+    }
+
+    /// Creates a sale through the admin API; returns its id.
+    pub async fn create_sale(
+        &self,
+        stock: i64,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    ) -> String {
+        let (status, body) = self
+            .admin_post("/api/v1/admin/sales", json!({"name": "test sale", "stock": stock, "starts_at": starts_at, "ends_at": ends_at}))
+            .await;
+        assert_eq!(status, 201, "create sale: {body}");
+        body["sale_id"]
+            .as_str()
+            .expect("sale_id is a string")
+            .to_owned()
+    }
+
+    /// A sale that is on now, for an hour.
+    pub async fn active_sale(&self, stock: i64) -> String {
+        let now = Utc::now();
+        self.create_sale(
+            stock,
+            now - chrono::Duration::seconds(5),
+            now + chrono::Duration::hours(1),
+        )
+        .await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.gateway_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a purchase with a JSON body; returns status and JSON answer.
+    pub async fn purchase(&self, token: &str, sale: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/sales/{sale}/orders", self.gateway_url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.gateway_url));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("gateway reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis reachable")
+    }
+
+    /// The sale's remaining stock in Redis.
+    pub async fn redis_stock(&self, sale: &str) -> i64 {
+        let mut con = self.redis().await;
+        redis::cmd("HGET")
+            .arg(format!("seckill:{{{sale}}}:sale"))
+            .arg("stock")
+            .query_async(&mut con)
+            .await
+            .expect("stock")
+    }
+
+    pub async fn redis_buyers(&self, sale: &str) -> i64 {
+        let mut con = self.redis().await;
+        redis::cmd("HLEN")
+            .arg(format!("seckill:{{{sale}}}:buyers"))
+            .query_async(&mut con)
+            .await
+            .expect("buyers")
+    }
+
+    /// Runs a query returning one bigint column `n`.
+    pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+        let row = db
+            .query_one(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .expect("one row");
+        row.try_get::<i64>("", "n")
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn db_stock(&self, sale: &str) -> i64 {
+        Self::count(
+            &self.inventory_db,
+            &format!("SELECT stock_remaining::bigint AS n FROM sales WHERE id = '{sale}'"),
+        )
+        .await
+    }
+
+    /// Dumps the last log lines of every process, for a failing test's output.
+    pub fn logs(&self) -> String {
+        [&self.gateway, &self.inventory, &self.orders, &self.broker]
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {} ({}) ---\n{}",
+                    p.name,
+                    p.log_path().display(),
+                    p.log_tail(30)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+pub fn token_with(user: &str, ttl_secs: i64, secret: &str) -> String {
+    let now = Utc::now().timestamp();
+    let claims = json!({"sub": user, "exp": now + ttl_secs, "iat": now});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token")
+}
+
+async fn create_database(admin_url: &str, name: &str) -> (String, DatabaseConnection) {
+    let admin = Database::connect(admin_url)
+        .await
+        .expect("postgres reachable");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let _ = admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("database url has a path");
+    let url = format!("{base}/{name}");
+    let db = Database::connect(&url).await.expect("test database");
+    (url, db)
+}
+
+async fn wait_for_port(port: u16) {
+    wait_until(
+        &format!("port {port} to accept connections"),
+        Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+}

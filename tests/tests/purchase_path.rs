@@ -1,0 +1,220 @@
+//! The purchase path end to end, on real Redis, PostgreSQL and broker:
+//! sell exactly the stock, one per user, and lose nothing.
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use serde_json::json;
+
+use seckill_tests::{wait_until, Stack};
+
+/// Fires one purchase per token, `in_flight` at a time; returns the statuses.
+async fn burst(stack: &Stack, sale: &str, tokens: &[String], in_flight: usize) -> Vec<u16> {
+    stream::iter(tokens)
+        .map(|t| async move { stack.purchase(t, sale, json!({})).await.0 })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await
+}
+
+fn count(statuses: &[u16], code: u16) -> usize {
+    statuses.iter().filter(|s| **s == code).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_oversell_under_a_burst() {
+    let stack = Stack::start().await;
+    let sale = stack.active_sale(100).await;
+    let tokens: Vec<String> = (0..2000)
+        .map(|i| stack.token(&format!("buyer-{i}")))
+        .collect();
+
+    let statuses = burst(&stack, &sale, &tokens, 200).await;
+
+    assert_eq!(
+        count(&statuses, 202),
+        100,
+        "exactly the stock is accepted; statuses: {:?}\n{}",
+        statuses
+            .iter()
+            .filter(|s| **s != 202 && **s != 410)
+            .collect::<Vec<_>>(),
+        stack.logs()
+    );
+    assert_eq!(count(&statuses, 410), 1900, "everyone else hears sold_out");
+    let orders_sql =
+        format!("SELECT count(*) AS n FROM orders WHERE sale_id = '{sale}' AND status = 'created'");
+    wait_until(
+        "all 100 orders to be persisted",
+        Duration::from_secs(60),
+        || async { (Stack::count(&stack.orders_db, &orders_sql).await == 100).then_some(()) },
+    )
+    .await;
+    let reservations = format!(
+        "SELECT count(*) AS n FROM reservations WHERE sale_id = '{sale}' AND status = 'reserved'"
+    );
+    assert_eq!(Stack::count(&stack.inventory_db, &reservations).await, 100);
+    let users = format!("SELECT count(DISTINCT user_id) AS n FROM orders WHERE sale_id = '{sale}'");
+    assert_eq!(Stack::count(&stack.orders_db, &users).await, 100);
+    assert_eq!(stack.db_stock(&sale).await, 0);
+    assert_eq!(stack.redis_stock(&sale).await, 0);
+    assert_eq!(stack.redis_buyers(&sale).await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_purchase_per_user() {
+    let stack = Stack::start().await;
+    let sale = stack.active_sale(10).await;
+    let tokens: Vec<String> = (0..50).map(|_| stack.token("greedy")).collect();
+
+    let statuses = burst(&stack, &sale, &tokens, 50).await;
+
+    assert_eq!(count(&statuses, 202), 1, "{statuses:?}");
+    assert_eq!(count(&statuses, 409), 49, "{statuses:?}");
+    assert_eq!(stack.redis_stock(&sale).await, 9);
+    let sql = format!("SELECT count(*) AS n FROM orders WHERE sale_id = '{sale}'");
+    wait_until(
+        "the one order to be persisted",
+        Duration::from_secs(30),
+        || async { (Stack::count(&stack.orders_db, &sql).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.db_stock(&sale).await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_status_moves_from_queued_to_created_for_its_owner_only() {
+    let stack = Stack::start().await;
+    let sale = stack.active_sale(5).await;
+    let alice = stack.token("alice");
+    let (status, body) = stack.purchase(&alice, &sale, json!({"quantity": 1})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    let order_id = body["order_id"].as_str().expect("order id").to_owned();
+    let path = format!("/api/v1/orders/{order_id}");
+
+    let (status, body) = stack.get(&path, Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        ["queued", "created"].contains(&body["status"].as_str().unwrap_or_default()),
+        "{body}"
+    );
+    assert_eq!(body["sale_id"], sale.as_str());
+
+    wait_until(
+        "the order to be created",
+        Duration::from_secs(30),
+        || async { (stack.get(&path, Some(&alice)).await.1["status"] == "created").then_some(()) },
+    )
+    .await;
+    let (status, body) = stack.get(&path, Some(&stack.token("mallory"))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("order_not_found"))
+    );
+    assert_eq!(stack.get(&path, None).await.0, 401);
+
+    let (status, body) = stack.get(&format!("/api/v1/sales/{sale}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stock_remaining"], 4);
+    assert_eq!(body["sale_id"], sale.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sale_window_is_enforced_and_stock_untouched() {
+    let stack = Stack::start().await;
+    let now = Utc::now();
+    let later = stack
+        .create_sale(
+            10,
+            now + chrono::Duration::hours(1),
+            now + chrono::Duration::hours(2),
+        )
+        .await;
+    let over = stack
+        .create_sale(
+            10,
+            now - chrono::Duration::hours(2),
+            now - chrono::Duration::hours(1),
+        )
+        .await;
+    let token = stack.token("early-bird");
+
+    let (status, body) = stack.purchase(&token, &later, json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("sale_not_started")),
+        "{body}"
+    );
+    let (status, body) = stack.purchase(&token, &over, json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("sale_ended")),
+        "{body}"
+    );
+
+    for sale in [&later, &over] {
+        assert_eq!(stack.redis_stock(sale).await, 10);
+        assert_eq!(stack.redis_buyers(sale).await, 0);
+        assert_eq!(stack.db_stock(sale).await, 10);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_answers_503_in_time_and_returns_the_stock() {
+    let stack = Stack::start().await;
+    let sale = stack.active_sale(10).await;
+    let token = stack.token("unlucky");
+    let mut stack = stack;
+    stack.broker.kill();
+
+    let started = std::time::Instant::now();
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    let took = started.elapsed();
+
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "{body}"
+    );
+    // Configured produce timeout is 2 s; the answer comes within it plus slack.
+    assert!(took < Duration::from_secs(6), "503 took {took:?}");
+    assert_eq!(
+        stack.redis_stock(&sale).await,
+        10,
+        "the reservation was returned"
+    );
+    assert_eq!(
+        stack.redis_buyers(&sale).await,
+        0,
+        "the buyer record was removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_accepted_order_is_persisted_once_across_an_order_service_restart() {
+    let mut stack = Stack::start().await;
+    let sale = stack.active_sale(300).await;
+    let tokens: Vec<String> = (0..300).map(|i| stack.token(&format!("r-{i}"))).collect();
+
+    let first = burst(&stack, &sale, &tokens[..150], 50).await;
+    stack.orders.kill();
+    let second = burst(&stack, &sale, &tokens[150..], 50).await;
+    stack.orders.start();
+    let accepted = count(&first, 202) + count(&second, 202);
+    assert_eq!(
+        accepted, 300,
+        "all purchases are accepted while order-service is down"
+    );
+
+    let sql = format!("SELECT count(*) AS n FROM orders WHERE sale_id = '{sale}'");
+    wait_until(
+        "every accepted order to be persisted",
+        Duration::from_secs(90),
+        || async { (Stack::count(&stack.orders_db, &sql).await == 300).then_some(()) },
+    )
+    .await;
+    let distinct = format!("SELECT count(DISTINCT order_id) AS n FROM orders WHERE sale_id = '{sale}' AND status = 'created'");
+    assert_eq!(Stack::count(&stack.orders_db, &distinct).await, 300);
+    assert_eq!(stack.db_stock(&sale).await, 0);
+}
