@@ -89,7 +89,7 @@ step "yamllint"
 "$T/yamllint" --strict k8s deploy .yamllint
 
 step "hadolint"
-"$T/hadolint" deploy/Dockerfile
+"$T/hadolint" --no-color deploy/Dockerfile
 
 step "docker compose config"
 "$T/docker-compose" -f deploy/compose.yaml config --quiet

@@ -6,6 +6,14 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+/// Liveness probe path (served by [`healthz`]); the Kubernetes manifests'
+/// probes are checked against these constants.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Readiness probe path: 200 only when the service's dependencies answer.
+pub const READY_PATH: &str = "/readyz";
+/// Prometheus scrape path, on each service's HTTP port.
+pub const METRICS_PATH: &str = "/metrics";
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,

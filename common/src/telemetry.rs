@@ -1,15 +1,29 @@
-//! Tracing set up once per process: JSON logs to stdout, and OpenTelemetry
-//! traces over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! Tracing set up once per process: one JSON log line per event, carrying
+//! the `trace_id` and `span_id` of the span it happened in, and OpenTelemetry
+//! traces exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
+//! The OpenTelemetry layer is installed even without an exporter: trace ids
+//! are then still generated and propagated (HTTP `traceparent`, Kafka
+//! headers), so logs of one purchase correlate across services regardless.
 //!
 //! Sampling is parent-based (an upstream decision is always honoured), with
 //! the root ratio from `OTEL_TRACES_SAMPLER_ARG` (default 1.0). Export is
-//! batched; dropping the returned guard flushes it.
-use opentelemetry::trace::TracerProvider as _;
+//! batched (`OTEL_BSP_*` tune it); dropping the returned guard flushes it.
+use std::fmt;
+
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, TracerProvider};
 use opentelemetry_sdk::Resource;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OtelData;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -24,20 +38,18 @@ pub enum TelemetryError {
 /// Flushes and shuts down the trace pipeline when dropped.
 #[must_use = "dropping the guard shuts tracing down"]
 pub struct TelemetryGuard {
-    provider: Option<TracerProvider>,
+    provider: TracerProvider,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(provider) = self.provider.take() {
-            for result in provider.force_flush() {
-                if let Err(error) = result {
-                    eprintln!("trace flush failed: {error}");
-                }
+        for result in self.provider.force_flush() {
+            if let Err(error) = result {
+                eprintln!("trace flush failed: {error}");
             }
-            if let Err(error) = provider.shutdown() {
-                eprintln!("trace shutdown failed: {error}");
-            }
+        }
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("trace shutdown failed: {error}");
         }
     }
 }
@@ -45,51 +57,118 @@ impl Drop for TelemetryGuard {
 /// Must be called from within the Tokio runtime (the batch exporter runs on it).
 pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = tracer_provider(service_name)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(true);
-
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
-    let provider = match endpoint {
-        Some(_) => Some(tracer_provider(service_name)?),
-        None => None,
-    };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    let logs = tracing_subscriber::fmt::layer().event_format(JsonWithTrace);
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
     tracing_subscriber::registry()
         .with(filter)
         .with(otel)
         .with(logs)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialised)?;
-    if let Some(p) = &provider {
-        opentelemetry::global::set_tracer_provider(p.clone());
-    }
+    opentelemetry::global::set_tracer_provider(provider.clone());
     Ok(TelemetryGuard { provider })
 }
 
 fn tracer_provider(service_name: &'static str) -> Result<TracerProvider, TelemetryError> {
-    use opentelemetry_otlp::SpanExporter;
-    let exporter = SpanExporter::builder()
-        .with_tonic()
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(1.0)
         .clamp(0.0, 1.0);
-    Ok(TracerProvider::builder()
-        .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
+    let mut builder = TracerProvider::builder()
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             ratio,
         ))))
-        .with_resource(Resource::new([KeyValue::new("service.name", service_name)]))
-        .build())
+        .with_resource(Resource::new([KeyValue::new("service.name", service_name)]));
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    if endpoint.is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio);
+    }
+    Ok(builder.build())
+}
+
+/// One JSON object per line: timestamp, level, target, message, the event's
+/// fields, the current span's name, and its `trace_id`/`span_id`.
+struct JsonWithTrace;
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        let mut fields = Map::new();
+        event.record(&mut JsonVisitor(&mut fields));
+        if let Some(message) = fields.remove("message") {
+            line.insert("message".into(), message);
+        }
+        if !fields.is_empty() {
+            line.insert("fields".into(), Value::Object(fields));
+        }
+        if let Some(span) = ctx.lookup_current() {
+            line.insert("span".into(), span.name().into());
+            if let Some(otel) = span.extensions().get::<OtelData>() {
+                let parent = otel.parent_cx.span().span_context().clone();
+                let trace_id = if parent.is_valid() {
+                    Some(parent.trace_id())
+                } else {
+                    otel.builder.trace_id
+                };
+                if let Some(trace_id) = trace_id {
+                    line.insert("trace_id".into(), trace_id.to_string().into());
+                }
+                if let Some(span_id) = otel.builder.span_id {
+                    line.insert("span_id".into(), span_id.to_string().into());
+                }
+            }
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
 }

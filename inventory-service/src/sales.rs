@@ -130,19 +130,16 @@ pub async fn create(db: &impl ConnectionTrait, new: &NewSale) -> Result<Created,
     let inserted = sale::Entity::insert(row)
         .on_conflict(OnConflict::column(sale::Column::Id).do_nothing().to_owned())
         .do_nothing()
-        .exec_with_returning(db)
+        .exec(db)
         .await?;
-    if let TryInsertResult::Inserted(model) = inserted {
-        return Ok(Created::New(model));
-    }
-    // Sales are never deleted, so the conflicting row is still there.
-    let existing = find(db, &new.id)
+    // Sales are never deleted, so the row is there either way.
+    let row = find(db, &new.id)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound(format!("sale {} vanished", new.id)))?;
-    Ok(if new.matches(&existing) {
-        Created::Existing(existing)
-    } else {
-        Created::Conflict(existing)
+    Ok(match inserted {
+        TryInsertResult::Inserted(_) => Created::New(row),
+        _ if new.matches(&row) => Created::Existing(row),
+        _ => Created::Conflict(row),
     })
 }
 

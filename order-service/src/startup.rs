@@ -1,5 +1,6 @@
 //! Wires the service together: database, topics, consumer, HTTP server, and
 //! the one shutdown signal they all watch.
+use std::future::Future;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ use crate::routes::{self, AppState};
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Dependencies may still be starting when we do (compose, Kubernetes):
-/// retry for about half a minute, then fail and let the supervisor restart us.
+/// retry ten times (a minute or two, as each attempt has its own timeout),
+/// then fail and let the supervisor restart us.
 const STARTUP_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(250),
     max: Duration::from_secs(4),
@@ -41,7 +43,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
-        let db = connect(&settings).await?;
+        let db = until_shutdown(&shutdown, connect(&settings)).await?;
         if settings.database.migrate_on_start {
             persistence::migrate(&db)
                 .await
@@ -49,17 +51,33 @@ impl Application {
         }
         let producer =
             EventProducer::new(&settings.kafka).context("cannot create the Kafka producer")?;
-        STARTUP_RETRY
-            .retry(
-                || async {
-                    kafka::ensure_topics(&settings.kafka).await.inspect_err(
-                        |error| tracing::warn!(%error, "cannot ensure topics yet; retrying"),
-                    )
-                },
-                |_| true,
-            )
-            .await
-            .context("cannot create the Kafka topics")?;
+        let topics_ready = STARTUP_RETRY.retry(
+            || async {
+                kafka::ensure_topics(&settings.kafka).await.inspect_err(
+                    |error| tracing::warn!(%error, "cannot ensure topics yet; retrying"),
+                )
+            },
+            |_| true,
+        );
+        until_shutdown(&shutdown, async {
+            topics_ready.await.context("cannot create the Kafka topics")
+        })
+        .await?;
+
+        // Bind first: a taken port fails start-up before the consumer joins its group.
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| {
+                format!("cannot bind {}:{}", settings.http.host, settings.http.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let state = AppState {
+            db: db.clone(),
+            producer: producer.clone(),
+            db_timeout: Duration::from_millis(
+                settings.database.connect_timeout_ms + settings.database.statement_timeout_ms,
+            ),
+        };
+        let server = run_server(listener, state, &settings)?;
 
         let topics = settings.kafka.topics();
         let consumer = kafka::consumer(&settings.kafka, &settings.consumer_group)
@@ -69,7 +87,7 @@ impl Application {
         let batch_consumer = BatchConsumer {
             consumer,
             handler: OrderHandler {
-                db: db.clone(),
+                db,
                 producer: producer.clone(),
                 topic: topics.order_events,
             },
@@ -79,19 +97,6 @@ impl Application {
         };
         let consumer = tokio::spawn(batch_consumer.run(shutdown.clone()));
 
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| {
-                format!("cannot bind {}:{}", settings.http.host, settings.http.port)
-            })?;
-        let port = listener.local_addr()?.port();
-        let state = AppState {
-            db,
-            producer: producer.clone(),
-            db_timeout: Duration::from_millis(
-                settings.database.connect_timeout_ms + settings.database.statement_timeout_ms,
-            ),
-        };
-        let server = run_server(listener, state, &settings)?;
         let handle = server.handle();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -143,6 +148,18 @@ impl Application {
             .context("producer flush failed")?;
         tracing::info!("order-service stopped");
         Ok(())
+    }
+}
+
+/// A SIGTERM while a dependency is still missing ends start-up at once,
+/// instead of after the remaining retries.
+async fn until_shutdown<T>(
+    shutdown: &Shutdown,
+    step: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = step => result,
+        _ = shutdown.wait() => anyhow::bail!("shutdown requested during start-up"),
     }
 }
 

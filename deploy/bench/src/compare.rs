@@ -1,0 +1,335 @@
+//! The benchmark's verdict: the six figures side by side, the ratios to the
+//! ceilings, and each target marked met or MISSED. Never fails a run for a
+//! missed target: speed is reported, not asserted.
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{usage, Result};
+use crate::report::RunResult;
+
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// The runs and outside measurements the script collected.
+pub struct Inputs {
+    pub http: RunResult,
+    pub purchase: RunResult,
+    pub sold_out: RunResult,
+    pub persist: RunResult,
+    pub redis_evalsha_rps: Option<f64>,
+    /// (service, peak RSS in bytes).
+    pub rss: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: Option<f64>,
+    pub unit: String,
+    pub note: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub value: Option<f64>,
+    pub goal: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verdict {
+    pub figures: Vec<Figure>,
+    pub targets: Vec<Target>,
+    pub checks: Vec<String>,
+}
+
+pub fn load(path: &Path) -> Result<RunResult> {
+    let bytes = std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// `gateway=12345` (bytes).
+pub fn parse_rss(raw: &str) -> Result<(String, u64)> {
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| usage(format!("--rss {raw}: expected NAME=BYTES")))?;
+    let bytes = value
+        .trim()
+        .parse()
+        .map_err(|_| usage(format!("--rss {raw}: {value} is not a byte count")))?;
+    Ok((name.trim().to_owned(), bytes))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn at_least(name: &str, value: Option<f64>, goal: f64, unit: &str) -> Target {
+    Target {
+        name: name.into(),
+        value,
+        goal: format!(">= {goal}{unit}"),
+        met: value.is_some_and(|v| v >= goal),
+    }
+}
+
+fn at_most(name: &str, value: Option<f64>, goal: f64, unit: &str) -> Target {
+    Target {
+        name: name.into(),
+        value,
+        goal: format!("<= {goal}{unit}"),
+        met: value.is_some_and(|v| v <= goal),
+    }
+}
+
+fn figure(name: &str, value: Option<f64>, unit: &str, note: String) -> Figure {
+    Figure {
+        name: name.into(),
+        value,
+        unit: unit.into(),
+        note,
+    }
+}
+
+pub fn verdict(i: &Inputs) -> Verdict {
+    let http = Some(i.http.summary.throughput_rps);
+    let purchase = i
+        .purchase
+        .summary
+        .phases
+        .as_ref()
+        .map(|p| p.while_stock_lasts.rps);
+    let sold_out = Some(i.sold_out.summary.throughput_rps);
+    let persist = i.persist.persist.as_ref();
+    let sustained = persist.and_then(|p| p.sustained_orders_per_sec);
+    let end_to_end = persist.and_then(|p| p.end_to_end_orders_per_sec);
+    let round_trips = i
+        .persist
+        .redis
+        .as_ref()
+        .or(i.purchase.redis.as_ref())
+        .and_then(|r| r.script_calls_per_accepted);
+    let gateway_rss = i
+        .rss
+        .iter()
+        .find(|(name, _)| name == "gateway")
+        .map(|&(_, b)| b as f64 / MIB);
+
+    let mut figures = vec![
+        figure(
+            "1. HTTP ceiling (minimal actix-web, 202 + JSON)",
+            http,
+            "req/s",
+            String::new(),
+        ),
+        figure(
+            "2. Redis ceiling (redis-benchmark EVALSHA purchase script)",
+            i.redis_evalsha_rps,
+            "req/s",
+            String::new(),
+        ),
+        figure(
+            "3. gateway purchase path, while stock lasts",
+            purchase,
+            "req/s",
+            format!(
+                "{:.2} x HTTP ceiling, {:.2} x Redis ceiling",
+                ratio(purchase, http).unwrap_or(f64::NAN),
+                ratio(purchase, i.redis_evalsha_rps).unwrap_or(f64::NAN)
+            ),
+        ),
+        figure(
+            "4. gateway sold-out path",
+            sold_out,
+            "req/s",
+            format!(
+                "{:.2} x HTTP ceiling",
+                ratio(sold_out, http).unwrap_or(f64::NAN)
+            ),
+        ),
+        figure(
+            "5. orders persisted, sustained (10-90 %)",
+            sustained,
+            "orders/s",
+            format!(
+                "end to end {} orders/s; all {} persisted {} s after the start",
+                end_to_end.map_or("-".into(), |v| format!("{v:.0}")),
+                persist.map_or(0, |p| p.accepted),
+                persist
+                    .and_then(|p| p.complete_secs)
+                    .map_or("-".into(), |v| format!("{v:.2}"))
+            ),
+        ),
+    ];
+    for (name, bytes) in &i.rss {
+        figures.push(figure(
+            &format!("6. peak RSS {name}"),
+            Some(*bytes as f64 / MIB),
+            "MiB",
+            String::new(),
+        ));
+    }
+
+    let targets = vec![
+        at_least(
+            "purchase path / HTTP ceiling",
+            ratio(purchase, http),
+            0.6,
+            "",
+        ),
+        at_least(
+            "sold-out path / HTTP ceiling",
+            ratio(sold_out, http),
+            0.9,
+            "",
+        ),
+        at_most(
+            "Redis script round trips per purchase",
+            round_trips,
+            1.01,
+            "",
+        ),
+        at_least(
+            "orders persisted per second, sustained",
+            sustained,
+            5000.0,
+            "",
+        ),
+        at_most("gateway peak RSS", gateway_rss, 64.0, " MiB"),
+    ];
+
+    let mut checks = Vec::new();
+    for run in [&i.http, &i.purchase, &i.sold_out, &i.persist] {
+        if let Some(sale) = &run.sale {
+            if sale.oversold {
+                checks.push(format!(
+                    "{}: OVERSOLD (more 2xx than stock {})",
+                    run.name, sale.stock
+                ));
+            }
+        }
+        if let Some(p) = &run.persist {
+            if !p.complete {
+                checks.push(format!(
+                    "{}: only {} of {} accepted orders persisted before the deadline",
+                    run.name, p.persisted, p.accepted
+                ));
+            }
+        }
+        let errors: u64 = run
+            .summary
+            .outcomes
+            .iter()
+            .filter(|o| o.status == 0 || o.status >= 500 || o.status == 429)
+            .map(|o| o.count)
+            .sum();
+        if errors > 0 {
+            checks.push(format!(
+                "{}: {errors} answers were 429, 5xx or transport errors (see its result.json)",
+                run.name
+            ));
+        }
+    }
+    Verdict {
+        figures,
+        targets,
+        checks,
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.2}"),
+        None => "-".into(),
+    }
+}
+
+impl Verdict {
+    pub fn text(&self) -> String {
+        let mut out = String::from("\n== figures ==\n");
+        for f in &self.figures {
+            let _ = writeln!(
+                out,
+                "{:<62}{:>10} {:<9}{}",
+                f.name,
+                num(f.value),
+                f.unit,
+                f.note
+            );
+        }
+        out.push_str("\n== targets ==\n");
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "{:<45}{:>10}  goal {:<10}{}",
+                t.name,
+                num(t.value),
+                t.goal,
+                if t.met { "met" } else { "MISSED" }
+            );
+        }
+        if !self.checks.is_empty() {
+            out.push_str("\n== checks ==\n");
+            for c in &self.checks {
+                let _ = writeln!(out, "{c}");
+            }
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| figure | value | unit | note |\n|---|---:|---|---|\n");
+        for f in &self.figures {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                f.name,
+                num(f.value),
+                f.unit,
+                f.note
+            );
+        }
+        out.push_str("\n| target | measured | goal | verdict |\n|---|---:|---|---|\n");
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                t.name,
+                num(t.value),
+                t.goal,
+                if t.met { "met" } else { "**missed**" }
+            );
+        }
+        for c in &self.checks {
+            let _ = writeln!(out, "\n- {c}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_arguments() {
+        assert_eq!(parse_rss("gateway=1024").unwrap(), ("gateway".into(), 1024));
+        assert!(parse_rss("gateway").is_err());
+        assert!(parse_rss("gateway=lots").is_err());
+    }
+
+    #[test]
+    fn targets_compare_in_the_right_direction() {
+        assert!(at_least("x", Some(0.6), 0.6, "").met);
+        assert!(!at_least("x", Some(0.59), 0.6, "").met);
+        assert!(!at_least("x", None, 0.6, "").met);
+        assert!(at_most("x", Some(64.0), 64.0, "").met);
+        assert!(!at_most("x", Some(64.1), 64.0, "").met);
+    }
+}
