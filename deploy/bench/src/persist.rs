@@ -137,9 +137,10 @@ impl Watch {
                     break;
                 }
                 tokio::time::sleep(self.poll).await;
-            } else {
-                // Wake early when the load ends; the sender outlives the load.
-                let _ = tokio::time::timeout(self.poll, accepted.changed()).await;
+            } else if let Ok(Err(_)) = tokio::time::timeout(self.poll, accepted.changed()).await {
+                // Woken early when the load ends; a dropped sender means it
+                // was abandoned.
+                break;
             }
         }
         let (accepted, last_accept_secs) = goal.unwrap_or((0, 0.0));

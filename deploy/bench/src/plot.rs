@@ -82,11 +82,21 @@ fn draw(path: &Path, title: &str, y_desc: &str, lines: &[Line<'_>]) -> Result<()
     let mut chart = builder
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(plot_err)?;
+    let x_fmt = |v: &f64| format!("{v:.1}");
+    let y_fmt = |v: &f64| {
+        if y_max >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
     let mut mesh = chart.configure_mesh();
     if text() {
         mesh.x_desc("seconds since start")
             .y_desc(y_desc)
-            .label_style((FAMILY, 14));
+            .label_style((FAMILY, 14))
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt);
     }
     mesh.draw().map_err(plot_err)?;
     for line in lines {

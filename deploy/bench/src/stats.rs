@@ -208,10 +208,16 @@ fn series(run: &RunData) -> Series {
             let l = &mut latencies[b];
             l.sort_unstable();
             let q = |p: f64| quantile(l, p) as f64 / 1000.0;
+            // The last bucket ends with the run: rate over its real width.
+            let span = if b + 1 == n {
+                secs(end.saturating_sub(b as u64 * bucket).max(1))
+            } else {
+                width
+            };
             Point {
                 t_secs: b as f64 * width,
-                rps: done[b] as f64 / width,
-                success_rps: ok[b] as f64 / width,
+                rps: done[b] as f64 / span,
+                success_rps: ok[b] as f64 / span,
                 p50_ms: q(0.50),
                 p90_ms: q(0.90),
                 p99_ms: q(0.99),
@@ -299,8 +305,9 @@ mod tests {
         let after = p.after_sold_out.unwrap();
         assert_eq!(after.responses, 3);
         assert!((after.rps - 3.0).abs() < 1e-9);
-        let total: f64 = s.series.points.iter().map(|p| p.rps).sum::<f64>() * s.series.bucket_secs;
-        assert!((total - 5.0).abs() < 1e-6);
+        // 100 ms buckets: one answer at 0.5 s, one at 1.0 s (the 10th bucket).
+        assert_eq!(s.series.points.len(), 21);
+        assert!((s.series.points[5].rps - 10.0).abs() < 1e-9);
     }
 
     #[test]

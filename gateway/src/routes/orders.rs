@@ -27,6 +27,18 @@ pub struct PurchaseBody {
     quantity: Option<i64>,
 }
 
+impl PurchaseBody {
+    /// Only a JSON object is a body; serde alone would also read `[1]` as a struct.
+    fn parse(raw: serde_json::Value) -> Result<Self, ApiError> {
+        let invalid =
+            |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m);
+        if !raw.is_object() {
+            return Err(invalid("the body must be a JSON object".into()));
+        }
+        serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))
+    }
+}
+
 fn sale_not_found() -> ApiError {
     ApiError::not_found("sale_not_found", "no such sale")
 }
@@ -39,11 +51,12 @@ fn stock_store_down(error: redis::RedisError) -> ApiError {
 pub async fn place_order(
     path: web::Path<String>,
     AuthenticatedUser(user): AuthenticatedUser,
-    body: web::Json<PurchaseBody>,
+    body: web::Json<serde_json::Value>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_user(&user)?;
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
+    let body = PurchaseBody::parse(body.into_inner())?;
     let quantity = match body.quantity {
         None => Quantity::ONE,
         Some(raw) => Quantity::parse(raw).map_err(|e| {

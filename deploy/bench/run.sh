@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# THE BENCHMARK: the whole stack on this machine (release builds), then six
+# measurements with the same load settings, side by side, with the ratios and
+# each target printed as met or MISSED. Speed is reported here, never asserted
+# in tests. Results: docs/benchmarks.md explains them.
+#
+#   deploy/bench/run.sh                              # the defaults below
+#   BENCH_CONCURRENCY=128 BENCH_PERF=1 deploy/bench/run.sh
+#
+# Load settings (environment), the same for every HTTP measurement:
+#   BENCH_CONCURRENCY   64      requests in flight (one keep-alive connection each)
+#   BENCH_RATE          unset   open loop at this many requests/s (default: closed loop)
+#   BENCH_THREADS       1       load-client runtime threads
+#   BENCH_DURATION      120     upper bound of each run, seconds
+#   BENCH_USERS         20000   users in the purchase burst, one request each
+#   BENCH_STOCK         10000   stock of that sale: the first half buys, the rest is sold out
+#   BENCH_REQUESTS      $BENCH_USERS  requests of the HTTP-ceiling and sold-out runs
+#   BENCH_PERSIST_ORDERS 50000  users = stock of the persistence run (every one accepted)
+#   BENCH_REDIS_REQUESTS 200000 redis-benchmark requests (-c is BENCH_CONCURRENCY)
+#   BENCH_OUT           target/bench/<UTC time>
+#   BENCH_PERF          unset   1: perf-record the gateway in the purchase and sold-out runs
+#   BENCH_RUST_LOG      warn    the services' RUST_LOG (info logs every request)
+#
+# Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
+# 26379, PostgreSQL 25432, broker 29092, gateway 28080, inventory-service
+# 28081, order-service 28082, HTTP ceiling 28090. State in .seckill/bench,
+# wiped at every start and stopped at exit. The data stores run as run.sh
+# runs them: Redis with an append-only file (fsync every second), PostgreSQL
+# with fsync on, the broker on SQLite.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+# shellcheck source=deploy/local/lib.sh
+source deploy/local/lib.sh
+
+CONCURRENCY="${BENCH_CONCURRENCY:-64}"
+RATE="${BENCH_RATE:-}"
+THREADS="${BENCH_THREADS:-1}"
+DURATION="${BENCH_DURATION:-120}"
+USERS="${BENCH_USERS:-20000}"
+STOCK="${BENCH_STOCK:-10000}"
+REQUESTS="${BENCH_REQUESTS:-$USERS}"
+PERSIST_ORDERS="${BENCH_PERSIST_ORDERS:-50000}"
+REDIS_REQUESTS="${BENCH_REDIS_REQUESTS:-200000}"
+OUT="${BENCH_OUT:-$REPO/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
+case "$OUT" in /*) ;; *) OUT="$REPO/$OUT" ;; esac
+for n in CONCURRENCY THREADS DURATION USERS STOCK REQUESTS PERSIST_ORDERS REDIS_REQUESTS; do
+    [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "BENCH_$n must be a positive integer, not '${!n}'"
+done
+
+REDIS_PORT=26379 PG_PORT=25432 BROKER_PORT=29092
+GW_PORT=28080 INV_PORT=28081 ORD_PORT=28082 CEILING_PORT=28090
+STATE="$REPO/.seckill/bench"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
+BIN="$TARGET_DIR/release"
+DB_BASE="postgres://postgres:postgres@127.0.0.1:$PG_PORT"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+
+ensure_deps
+command -v redis-benchmark >/dev/null 2>&1 || apt_install redis-tools
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    apt_install fonts-dejavu-core || log "no DejaVu font: the plots will have no labels"
+fi
+if [ -n "${BENCH_PERF:-}" ] && ! command -v perf >/dev/null 2>&1; then
+    apt_install linux-perf || die "BENCH_PERF is set but perf cannot be installed"
+fi
+
+# ------------------------------------------------------------------ clean state
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_all "$STATE"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_all "$STATE"
+if [ -L "$STATE/pg" ]; then
+    pg_dir="$(readlink -f "$STATE/pg")"
+    case "$pg_dir" in /var/tmp/seckill-pg-*) rm -rf "$pg_dir" ;; esac
+fi
+rm -rf "$STATE"
+mkdir -p "$STATE" "$OUT"
+
+random_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+SECKILL_JWT_SECRET="$(random_secret)"
+SECKILL_ADMIN_TOKEN="$(random_secret)"
+export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN
+
+# ------------------------------------------------------------------ build + stack
+log "cargo build --workspace --bins --release"
+cargo build --workspace --bins --release
+
+start_redis "$REDIS_PORT" "$STATE"
+start_postgres "$PG_PORT" "$STATE"
+create_databases "$PG_PORT"
+start_broker "$BROKER_PORT" "$STATE" sqlite
+
+export RUST_LOG="${BENCH_RUST_LOG:-warn}"
+export SECKILL_KAFKA__BROKERS="127.0.0.1:$BROKER_PORT"
+export SECKILL_REDIS__URL="$REDIS_URL"
+timeout 60 "$BIN/gateway" create-topics >>"$STATE/gateway.log" 2>&1 ||
+    { tail -n 20 "$STATE/gateway.log" >&2; die "gateway create-topics failed"; }
+
+# start_service NAME PORT READY_URL CMD...: READY_URL `tcp` waits for the port only.
+start_service() {
+    local name="$1" port="$2" ready="$3"
+    shift 3
+    if tcp_open 127.0.0.1 "$port"; then
+        die "port $port is taken by a process this script did not start"
+    fi
+    spawn "$STATE/$name.pid" "$STATE/$name.log" "$@"
+    if [ "$ready" = tcp ]; then
+        wait_ready "$name" 60 "$STATE/$name.pid" "$STATE/$name.log" tcp_open 127.0.0.1 "$port" ||
+            die "$name did not start"
+    else
+        wait_ready "$name" 120 "$STATE/$name.pid" "$STATE/$name.log" http_ok "$ready" ||
+            die "$name did not become ready"
+    fi
+    log "$name ready on 127.0.0.1:$port (pid $(pid_from "$STATE/$name.pid"))"
+}
+
+start_service inventory-service "$INV_PORT" "http://127.0.0.1:$INV_PORT/readyz" \
+    env SECKILL_HTTP__PORT="$INV_PORT" SECKILL_DATABASE__URL="$DB_BASE/seckill_inventory" \
+    "$BIN/inventory-service" serve
+start_service order-service "$ORD_PORT" "http://127.0.0.1:$ORD_PORT/readyz" \
+    env SECKILL_HTTP__PORT="$ORD_PORT" SECKILL_DATABASE__URL="$DB_BASE/seckill_orders" \
+    "$BIN/order-service" serve
+# The default admission limits (2000/s per client IP, 20/s per user) are for
+# the internet; the whole load comes from one local client here.
+start_service gateway "$GW_PORT" "http://127.0.0.1:$GW_PORT/readyz" \
+    env SECKILL_HTTP__PORT="$GW_PORT" \
+    SECKILL_INVENTORY_URL="http://127.0.0.1:$INV_PORT" SECKILL_ORDER_URL="http://127.0.0.1:$ORD_PORT" \
+    SECKILL_RATE_LIMIT__GLOBAL_PER_SECOND=10000000 \
+    SECKILL_RATE_LIMIT__PER_IP_PER_SECOND=10000000 \
+    SECKILL_RATE_LIMIT__PER_USER_PER_SECOND=1000 \
+    "$BIN/gateway" serve
+# As many workers as the gateway has (its default: one per core).
+start_service bench-ceiling "$CEILING_PORT" tcp \
+    "$BIN/bench-ceiling" --port "$CEILING_PORT" --workers "$(nproc)"
+
+# ------------------------------------------------------------------ helpers
+LOAD=(--concurrency "$CONCURRENCY" --threads "$THREADS" --duration-secs "$DURATION")
+if [ -n "$RATE" ]; then LOAD+=(--rate "$RATE"); fi
+GATEWAY="http://127.0.0.1:$GW_PORT"
+svc_pid() { pid_from "$STATE/$1.pid"; }
+
+# CPU ticks (utime+stime) of a process and its live children (PostgreSQL's
+# backends are children of the postmaster).
+cpu_ticks() {
+    local pid="$1" child
+    [ -n "$pid" ] || { echo 0; return; }
+    {
+        cat "/proc/$pid/stat" 2>/dev/null || true
+        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+            cat "/proc/$child/stat" 2>/dev/null || true
+        done
+    } | sed 's/^.*) //' | awk '{t += $12 + $13} END {print t + 0}'
+}
+machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+CPU_NAMES=(gateway inventory-service order-service redis postgres broker)
+cpu_snapshot() {
+    local name
+    for name in "${CPU_NAMES[@]}"; do
+        printf '%s %s\n' "$name" "$(cpu_ticks "$(svc_pid "$name" || true)")"
+    done
+    printf 'machine %s\n' "$(machine_ticks)"
+}
+# cpu_report BEFORE AFTER SECONDS: the CPU seconds each process used.
+cpu_report() {
+    join "$1" "$2" | awk -v hz="$(getconf CLK_TCK)" -v secs="$3" -v cores="$(nproc)" '
+        { used[$1] = ($3 - $2) / hz; name[NR] = $1 }
+        END {
+            rest = used["machine"]
+            printf "CPU seconds over %d s wall (%d cores):", secs, cores
+            for (i = 1; i <= NR; i++) if (name[i] != "machine") {
+                printf " %s %.1f,", name[i], used[name[i]]; rest -= used[name[i]]
+            }
+            printf " load client and the rest %.1f\n", rest
+        }'
+}
+
+# measure NAME CMD...: one measurement, with CPU accounting (and perf).
+measure() {
+    local name="$1"
+    shift
+    log "measuring: $name"
+    cpu_snapshot | sort >"$OUT/$name.cpu-before"
+    local perf_pid="" started=$SECONDS
+    if [ -n "${BENCH_PERF:-}" ] && [[ "$name" == purchase || "$name" == sold-out ]]; then
+        perf record -e cpu-clock -F 499 -g -p "$(svc_pid gateway)" -o "$OUT/perf-$name.data" \
+            >"$OUT/perf-$name.log" 2>&1 &
+        perf_pid=$!
+    fi
+    "$@" | tee "$OUT/$name.txt"
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" || true
+        perf report -i "$OUT/perf-$name.data" --stdio --no-children --percent-limit 0.5 \
+            >"$OUT/perf-$name.txt" 2>/dev/null || true
+        log "perf profile of the gateway: $OUT/perf-$name.txt"
+    fi
+    cpu_snapshot | sort >"$OUT/$name.cpu-after"
+    cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "$((SECONDS - started))" |
+        tee -a "$OUT/$name.txt"
+}
+
+# ------------------------------------------------------------------ warm-up
+# Connections, the producer's metadata, the script cache: not what we measure.
+log "warm-up"
+"$BIN/bench" http --url "http://127.0.0.1:$CEILING_PORT/" --requests 5000 "${LOAD[@]}" \
+    --no-progress --out "$OUT/warmup-ceiling" >/dev/null
+"$BIN/bench" purchase --gateway "$GATEWAY" --users 2000 --stock 2000 "${LOAD[@]}" \
+    --no-progress --out "$OUT/warmup-purchase" >/dev/null
+
+# ------------------------------------------------------------------ 1. HTTP ceiling
+# The same request as a purchase: POST, JSON body, a bearer token of the same size.
+token="$("$BIN/gateway" mint-token --user ceiling-user 2>>"$STATE/gateway.log")"
+measure http-ceiling "$BIN/bench" http --name "HTTP ceiling" \
+    --url "http://127.0.0.1:$CEILING_PORT/api/v1/sales/ceiling/orders" --method POST --body '{}' \
+    --header 'Content-Type: application/json' --header "Authorization: Bearer $token" \
+    --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/http-ceiling"
+
+# ------------------------------------------------------------------ 2. Redis ceiling
+# The gateway's own script, loaded byte for byte (-x: from stdin), against a
+# sale with stock to spare: every call takes the full write path.
+"$BIN/bench" lua >"$OUT/purchase.lua"
+sha="$(redis-cli -p "$REDIS_PORT" -x SCRIPT LOAD <"$OUT/purchase.lua")"
+[ "$sha" = "$("$BIN/bench" lua --sha)" ] || die "SCRIPT LOAD gave $sha, not the gateway's script hash"
+rkeys=('seckill:{bench-redis-ceiling}:sale' 'seckill:{bench-redis-ceiling}:buyers')
+redis-cli -p "$REDIS_PORT" HSET "${rkeys[0]}" stock 1000000000 total 1000000000 \
+    starts_at 0 ends_at 99999999999999 per_user_limit 100 >/dev/null
+log "measuring: redis-benchmark EVALSHA"
+redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -n "$REDIS_REQUESTS" -c "$CONCURRENCY" \
+    -r 100000000 --csv EVALSHA "$sha" 2 "${rkeys[@]}" user-__rand_int__ 1 order-__rand_int__ \
+    >"$OUT/redis-benchmark.csv"
+redis-cli -p "$REDIS_PORT" DEL "${rkeys[@]}" >/dev/null
+REDIS_RPS="$(tail -n 1 "$OUT/redis-benchmark.csv" | cut -d'"' -f4)"
+[[ "$REDIS_RPS" =~ ^[0-9.]+$ ]] ||
+    die "could not read redis-benchmark's result: $(cat "$OUT/redis-benchmark.csv")"
+echo "== Redis ceiling: EVALSHA of the purchase script, -c $CONCURRENCY: $REDIS_RPS req/s ==" |
+    tee "$OUT/redis-benchmark.txt"
+
+# ------------------------------------------------------------------ 3. purchase path
+measure purchase "$BIN/bench" purchase --name "purchase path" --gateway "$GATEWAY" \
+    --users "$USERS" --stock "$STOCK" "${LOAD[@]}" \
+    --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/purchase"
+
+# ------------------------------------------------------------------ 4. sold-out path
+# One unit: the first request buys it, every other one meets a sold-out sale.
+measure sold-out "$BIN/bench" purchase --name "sold-out path" --gateway "$GATEWAY" \
+    --users "$USERS" --stock 1 --requests "$REQUESTS" "${LOAD[@]}" \
+    --redis-url "$REDIS_URL" --out "$OUT/sold-out"
+
+# ------------------------------------------------------------------ 5. persisted per second
+measure persist "$BIN/bench" purchase --name "persistence" --gateway "$GATEWAY" \
+    --users "$PERSIST_ORDERS" --stock "$PERSIST_ORDERS" "${LOAD[@]}" \
+    --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/persist"
+
+# ------------------------------------------------------------------ 6. peak RSS
+rss_args=()
+for name in gateway inventory-service order-service; do
+    kib="$(awk '/^VmHWM:/{print $2}' "/proc/$(svc_pid "$name")/status")"
+    rss_args+=(--rss "$name=$((kib * 1024))")
+done
+
+"$BIN/bench" compare --http "$OUT/http-ceiling/result.json" --purchase "$OUT/purchase/result.json" \
+    --sold-out "$OUT/sold-out/result.json" --persist "$OUT/persist/result.json" \
+    --redis-rps "$REDIS_RPS" "${rss_args[@]}" --out "$OUT" | tee "$OUT/summary.txt"
+
+cat <<EOF
+
+Load: concurrency $CONCURRENCY, ${RATE:+rate $RATE/s, }$THREADS client thread(s). Purchase burst: $USERS users,
+stock $STOCK. HTTP-ceiling and sold-out runs: $REQUESTS requests. Persistence run: $PERSIST_ORDERS orders.
+Results, plots, CPU accounting and logs: $OUT
+(summary.md is the table for docs/benchmarks.md; each run's directory holds result.json,
+latency.png and throughput.png.) Stopping the stack.
+EOF
