@@ -43,6 +43,13 @@ done
 
 ensure_deps
 
+# Manifests and Dockerfiles first: seconds, and independent of the servers.
+# SECKILL_SKIP_MANIFESTS=1 skips them for a quick local loop (never in CI).
+if [ "${SECKILL_SKIP_MANIFESTS:-0}" != 1 ]; then
+    log "checking k8s manifests and Dockerfiles"
+    bash deploy/check-manifests.sh
+fi
+
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/seckill-test.XXXXXX")"
 CHILD_PID=""
 
