@@ -16,14 +16,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::events::Envelope;
-use crate::kafka::{extract_trace_context, EventProducer};
+use crate::kafka::{extract_trace_context, EventConsumer, EventProducer};
 use crate::retry::Backoff;
 use crate::settings::KafkaSettings;
 use crate::shutdown::Shutdown;
@@ -64,7 +64,7 @@ pub trait ConsumerObserver: Send + Sync {
 impl ConsumerObserver for () {}
 
 pub struct BatchConsumer<H, O = ()> {
-    pub consumer: StreamConsumer,
+    pub consumer: EventConsumer,
     pub handler: H,
     pub producer: EventProducer,
     pub settings: KafkaSettings,
@@ -322,25 +322,63 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
     }
 }
 
+/// Two spans per message, both children of the producer's span (its context
+/// comes in the headers), as the messaging conventions have them: `receive`
+/// covers taking the message off the batch and decoding it (a decode error
+/// is recorded there); `process` is the handler's work, the parent of the
+/// service's database and produce spans.
 fn decode(message: &OwnedMessage) -> Result<Incoming, String> {
     let parent = extract_trace_context(message.headers().map(|h| h.as_borrowed()));
+    let topic = message.topic();
+    let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+    let receive = tracing::info_span!(
+        "kafka.receive",
+        otel.name = %format!("{topic} receive"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation = "receive",
+        messaging.destination.name = %topic,
+        messaging.kafka.destination.partition = message.partition(),
+        messaging.kafka.message.offset = message.offset(),
+        messaging.kafka.message.key = %key,
+        messaging.message.id = tracing::field::Empty,
+        error.message = tracing::field::Empty,
+    );
+    receive.set_parent(parent.clone());
+    let decoded = message
+        .payload()
+        .ok_or_else(|| "message has no payload".to_owned())
+        .and_then(|payload| Envelope::from_json(payload).map_err(|e| e.to_string()));
+    let envelope = match decoded {
+        Ok(envelope) => envelope,
+        Err(reason) => {
+            receive.record("otel.status_code", "ERROR");
+            receive.record("error.message", reason.as_str());
+            return Err(reason);
+        }
+    };
+    receive.record(
+        "messaging.message.id",
+        tracing::field::display(envelope.event_id),
+    );
+    drop(receive);
     let span = tracing::info_span!(
         "kafka.process",
-        otel.name = %format!("{} process", message.topic()),
+        otel.name = %format!("{topic} process"),
         otel.kind = "consumer",
         messaging.system = "kafka",
         messaging.operation = "process",
-        messaging.destination.name = %message.topic(),
+        messaging.destination.name = %topic,
         messaging.kafka.destination.partition = message.partition(),
         messaging.kafka.message.offset = message.offset(),
-        messaging.kafka.message.key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
-        messaging.kafka.consumer.group = tracing::field::Empty,
+        messaging.kafka.message.key = %key,
+        messaging.message.id = %envelope.event_id,
+        event.type = envelope.event.type_name(),
     );
     span.set_parent(parent);
-    let payload = message.payload().ok_or("message has no payload")?;
-    let envelope = Envelope::from_json(payload).map_err(|e| e.to_string())?;
     Ok(Incoming {
-        topic: message.topic().to_owned(),
+        topic: topic.to_owned(),
         partition: message.partition(),
         offset: message.offset(),
         envelope,

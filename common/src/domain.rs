@@ -90,6 +90,14 @@ impl OrderId {
     pub fn sale_id(&self) -> &SaleId {
         &self.sale
     }
+
+    /// When the id was minted (the UUIDv7 timestamp, millisecond precision):
+    /// how long a reservation has existed, even where nothing else recorded it.
+    /// `None` for ids that are not UUIDv7.
+    pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let (secs, nanos) = self.id.get_timestamp()?.to_unix();
+        chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+    }
 }
 
 /// Units in one purchase. The per-sale limit is checked separately (it is data, not type).
@@ -198,6 +206,8 @@ mod tests {
         let parsed = OrderId::parse(&order.to_string()).unwrap();
         assert_eq!(parsed, order);
         assert_eq!(parsed.sale_id(), &sale);
+        let age = chrono::Utc::now() - parsed.created_at().unwrap();
+        assert!(age >= chrono::Duration::zero() && age < chrono::Duration::seconds(5));
         for bad in [
             "",
             "s1",

@@ -25,10 +25,16 @@ pub struct Envelope {
 #[serde(tag = "type", content = "payload")]
 pub enum Event {
     OrderRequested(OrderRequested),
-    StockReserved(OrderRef),
+    StockReserved(Reserved),
     StockRejected(Rejection),
     OrderCreated(OrderRef),
     OrderFailed(Rejection),
+    /// The buyer paid; the order is final.
+    OrderPaid(Paid),
+    /// The buyer cancelled before paying; the stock goes back on sale.
+    OrderCancelled(OrderRef),
+    /// Nobody paid within the sale's payment window; the stock goes back on sale.
+    OrderExpired(OrderRef),
 }
 
 impl Event {
@@ -39,14 +45,21 @@ impl Event {
             Event::StockRejected(_) => "StockRejected",
             Event::OrderCreated(_) => "OrderCreated",
             Event::OrderFailed(_) => "OrderFailed",
+            Event::OrderPaid(_) => "OrderPaid",
+            Event::OrderCancelled(_) => "OrderCancelled",
+            Event::OrderExpired(_) => "OrderExpired",
         }
     }
 
     pub fn order_id(&self) -> &OrderId {
         match self {
             Event::OrderRequested(e) => &e.order.order_id,
-            Event::StockReserved(e) | Event::OrderCreated(e) => &e.order_id,
+            Event::StockReserved(e) => &e.order.order_id,
+            Event::OrderCreated(e) | Event::OrderCancelled(e) | Event::OrderExpired(e) => {
+                &e.order_id
+            }
             Event::StockRejected(e) | Event::OrderFailed(e) => &e.order.order_id,
+            Event::OrderPaid(e) => &e.order.order_id,
         }
     }
 }
@@ -65,6 +78,48 @@ pub struct OrderRequested {
     #[serde(flatten)]
     pub order: OrderRef,
     pub requested_at: DateTime<Utc>,
+}
+
+/// The stock is held for this order, on the sale's terms at that moment.
+/// The terms were added after the first release: events without them read
+/// as the defaults (a 15-minute window, free of charge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved {
+    #[serde(flatten)]
+    pub order: OrderRef,
+    /// How long the buyer has to pay once the order exists.
+    #[serde(default = "default_payment_window_secs")]
+    pub payment_window_secs: u32,
+    /// Price of one unit, in the smallest currency unit.
+    #[serde(default)]
+    pub unit_price_cents: i64,
+}
+
+/// Fifteen minutes, the usual hold of a flash-sale order.
+pub const DEFAULT_PAYMENT_WINDOW_SECS: u32 = 900;
+
+fn default_payment_window_secs() -> u32 {
+    DEFAULT_PAYMENT_WINDOW_SECS
+}
+
+impl Reserved {
+    /// A reservation on the default terms.
+    pub fn new(order: OrderRef) -> Self {
+        Self {
+            order,
+            payment_window_secs: DEFAULT_PAYMENT_WINDOW_SECS,
+            unit_price_cents: 0,
+        }
+    }
+}
+
+/// A successful payment, as the payment provider identified it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paid {
+    #[serde(flatten)]
+    pub order: OrderRef,
+    pub payment_ref: String,
+    pub amount_cents: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +181,7 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_with_type_and_payload() {
-        let env = Envelope::new(Event::StockReserved(order()));
+        let env = Envelope::new(Event::StockReserved(Reserved::new(order())));
         let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
         assert_eq!(json["type"], "StockReserved");
         assert_eq!(json["version"], 1);
@@ -139,9 +194,39 @@ mod tests {
         let o = order();
         let a = Envelope::new(Event::OrderCreated(o.clone()));
         let b = Envelope::new(Event::OrderCreated(o.clone()));
-        let c = Envelope::new(Event::StockReserved(o));
+        let c = Envelope::new(Event::StockReserved(Reserved::new(o)));
         assert_eq!(a.event_id, b.event_id);
         assert_ne!(a.event_id, c.event_id);
+    }
+
+    #[test]
+    fn reserved_without_terms_reads_as_the_defaults() {
+        let env = Envelope::new(Event::StockReserved(Reserved::new(order())));
+        let mut json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        let payload = json["payload"].as_object_mut().unwrap();
+        payload.remove("payment_window_secs");
+        payload.remove("unit_price_cents");
+        let back = Envelope::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn lifecycle_events_name_their_order() {
+        let o = order();
+        let paid = Event::OrderPaid(Paid {
+            order: o.clone(),
+            payment_ref: "pay_1".into(),
+            amount_cents: 100,
+        });
+        for event in [
+            paid,
+            Event::OrderCancelled(o.clone()),
+            Event::OrderExpired(o.clone()),
+        ] {
+            assert_eq!(event.order_id(), &o.order_id);
+            let env = Envelope::new(event);
+            assert_eq!(Envelope::from_json(&env.to_json()).unwrap(), env);
+        }
     }
 
     #[test]

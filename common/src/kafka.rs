@@ -5,17 +5,19 @@ use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::events::Envelope;
+use crate::metrics::LagSink;
 use crate::settings::KafkaSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -168,10 +170,37 @@ impl EventProducer {
     }
 }
 
+/// How often librdkafka reports statistics (consumer lag among them).
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// The consumer every service runs (see [`consumer`]).
+pub type EventConsumer = StreamConsumer<ConsumerStats>;
+
+/// Receives librdkafka's periodic statistics; reports consumer lag once a
+/// service asks for it with `metrics::ConsumerMetrics::watch_lag`.
+#[derive(Default)]
+pub struct ConsumerStats {
+    lag: LagSink,
+}
+
+impl ConsumerStats {
+    pub(crate) fn report_lag_to(&self, gauge: prometheus::IntGaugeVec) {
+        self.lag.set(gauge);
+    }
+}
+
+impl ClientContext for ConsumerStats {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.record(&statistics);
+    }
+}
+
+impl ConsumerContext for ConsumerStats {}
+
 /// A consumer that never stores an offset by itself: the service stores each
 /// offset only after the message's database transaction has committed, and
 /// librdkafka's periodic commit then commits only what was stored.
-pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<StreamConsumer, KafkaError> {
+pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<EventConsumer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", group_id)
@@ -186,7 +215,8 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<StreamConsum
         .set("socket.timeout.ms", "3000")
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "2000")
-        .create()
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(ConsumerStats::default())
 }
 
 /// Creates the topics if they do not exist. Idempotent: run by every service
@@ -264,7 +294,10 @@ pub fn extract_trace_context(headers: Option<&BorrowedHeaders>) -> opentelemetry
 }
 
 /// Subscribed consumers expose which partitions they own; used in readiness.
-pub fn is_consumer_reachable(consumer: &StreamConsumer, timeout: Duration) -> bool {
+pub fn is_consumer_reachable<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    timeout: Duration,
+) -> bool {
     consumer
         .fetch_metadata(None, Timeout::After(timeout))
         .is_ok()

@@ -9,6 +9,7 @@
 //! * [`settings`]: layered, validated configuration (defaults, file, environment).
 //! * [`telemetry`]: JSON logs and OpenTelemetry traces, set up once per process.
 //! * [`http`]: the JSON error shape and the health endpoints.
+//! * [`metrics`]: Prometheus request, consumer and database metrics, and `/metrics`.
 //! * [`shutdown`]: the signal every task watches to stop intake and drain.
 pub mod consumer;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod redis_conn;
 pub mod retry;
 pub mod settings;

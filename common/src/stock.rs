@@ -21,6 +21,8 @@ pub mod field {
     /// Unix milliseconds, exclusive.
     pub const ENDS_AT: &str = "ends_at";
     pub const PER_USER_LIMIT: &str = "per_user_limit";
+    /// `1` when a purchase needs a valid `X-Purchase-Token` (anti-bot step).
+    pub const REQUIRE_PURCHASE_TOKEN: &str = "require_purchase_token";
 }
 
 #[derive(Debug, Clone)]

@@ -7,8 +7,10 @@
 //! headers), so logs of one purchase correlate across services regardless.
 //!
 //! Sampling is parent-based (an upstream decision is always honoured), with
-//! the root ratio from `OTEL_TRACES_SAMPLER_ARG` (default 1.0). Export is
-//! batched (`OTEL_BSP_*` tune it); dropping the returned guard flushes it.
+//! the root ratio from `OTEL_TRACES_SAMPLER_ARG` (default 1.0); setting
+//! `OTEL_TRACES_SAMPLER` hands the choice to the SDK's standard variables.
+//! Export is batched (`OTEL_BSP_*` tune it, e.g. `OTEL_BSP_SCHEDULE_DELAY`
+//! in ms); dropping the returned guard flushes it.
 use std::fmt;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -72,16 +74,20 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
 }
 
 fn tracer_provider(service_name: &'static str) -> Result<TracerProvider, TelemetryError> {
-    let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(1.0)
-        .clamp(0.0, 1.0);
     let mut builder = TracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))))
         .with_resource(Resource::new([KeyValue::new("service.name", service_name)]));
+    // An explicit OTEL_TRACES_SAMPLER is the SDK's to read (its default
+    // config does); otherwise parent-based with the ratio from the argument.
+    if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+        let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))));
+    }
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty());
@@ -128,7 +134,8 @@ where
         if !fields.is_empty() {
             line.insert("fields".into(), Value::Object(fields));
         }
-        if let Some(span) = ctx.lookup_current() {
+        // The event's explicit parent (`parent: &span`) if it has one, else the current span.
+        if let Some(span) = ctx.parent_span() {
             line.insert("span".into(), span.name().into());
             if let Some(otel) = span.extensions().get::<OtelData>() {
                 let parent = otel.parent_cx.span().span_context().clone();

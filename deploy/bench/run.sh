@@ -20,6 +20,7 @@
 #   BENCH_OUT           target/bench/<UTC time>
 #   BENCH_PERF          unset   1: perf-record the gateway in the purchase and sold-out runs
 #   BENCH_RUST_LOG      warn    the services' RUST_LOG (info logs every request)
+#   BENCH_BIN           unset   use the binaries in this directory; no cargo build
 #
 # Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
 # 26379, PostgreSQL 25432, broker 29092, gateway 28080, inventory-service
@@ -54,7 +55,7 @@ GW_PORT=28080 INV_PORT=28081 ORD_PORT=28082 CEILING_PORT=28090
 STATE="$REPO/.seckill/bench"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/release"
+BIN="${BENCH_BIN:-$TARGET_DIR/release}"
 DB_BASE="postgres://postgres:postgres@127.0.0.1:$PG_PORT"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
@@ -92,8 +93,13 @@ SECKILL_ADMIN_TOKEN="$(random_secret)"
 export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN
 
 # ------------------------------------------------------------------ build + stack
-log "cargo build --workspace --bins --release"
-cargo build --workspace --bins --release
+if [ -z "${BENCH_BIN:-}" ]; then
+    log "cargo build --workspace --bins --release"
+    cargo build --workspace --bins --release
+fi
+for exe in gateway inventory-service order-service bench bench-ceiling; do
+    [ -x "$BIN/$exe" ] || die "$BIN/$exe is missing"
+done
 
 start_redis "$REDIS_PORT" "$STATE"
 start_postgres "$PG_PORT" "$STATE"

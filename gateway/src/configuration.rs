@@ -32,6 +32,15 @@ pub struct Settings {
     /// How long a sold-out answer is served from memory without asking Redis.
     /// Short, so stock that comes back is sold again quickly.
     pub sold_out_cache_ms: u64,
+    /// Whole-request deadline, body read included (actix's own
+    /// `client_request_timeout` covers only the head): a slow or stuck
+    /// request answers 503 instead of holding an in-flight slot. Above the
+    /// produce timeout, so it never cuts a purchase between Redis and Kafka.
+    pub request_timeout_ms: u64,
+    /// Lifetime of a purchase token (anti-bot step), in seconds.
+    pub purchase_token_ttl_secs: u64,
+    /// How long before a sale starts its purchase tokens are handed out.
+    pub purchase_token_lead_secs: u64,
 }
 
 /// governor quotas. A burst allowance equals one second of the rate.
@@ -69,6 +78,9 @@ impl Default for Settings {
             max_body_bytes: 4 * 1024,
             max_in_flight: 4_096,
             sold_out_cache_ms: 200,
+            request_timeout_ms: 10_000,
+            purchase_token_ttl_secs: 30,
+            purchase_token_lead_secs: 60,
         }
     }
 }
@@ -94,6 +106,14 @@ impl Settings {
         }
         if self.max_body_bytes == 0 || self.max_in_flight == 0 {
             return Err(invalid("max_body_bytes and max_in_flight must be positive"));
+        }
+        if self.request_timeout_ms <= self.kafka.produce_timeout_ms {
+            return Err(invalid(
+                "request_timeout_ms must exceed kafka.produce_timeout_ms",
+            ));
+        }
+        if self.purchase_token_ttl_secs == 0 {
+            return Err(invalid("purchase_token_ttl_secs must be positive"));
         }
         for url in [&self.inventory_url, &self.order_url] {
             if !url.starts_with("http://") && !url.starts_with("https://") {

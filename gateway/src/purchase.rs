@@ -11,16 +11,19 @@ use redis::Script;
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::stock::SaleKeys;
 
-/// KEYS: sale hash, buyers hash. ARGV: user id, quantity, order id.
-/// Returns `{code, remaining}`. Time comes from Redis itself, so every
-/// gateway judges the sale window by one clock.
+/// KEYS: sale hash, buyers hash. ARGV: user id, quantity, order id, and `1`
+/// when the request carried a valid purchase token (checked by the gateway
+/// before, see [`crate::purchase_token`]). Returns `{code, remaining}`. Time
+/// comes from Redis itself, so every gateway judges the sale window by one
+/// clock. The sale's token requirement is read here, in the same round trip.
 pub const PURCHASE_LUA: &str = r#"
-local sale = redis.call('HMGET', KEYS[1], 'stock', 'starts_at', 'ends_at', 'per_user_limit')
+local sale = redis.call('HMGET', KEYS[1], 'stock', 'starts_at', 'ends_at', 'per_user_limit', 'require_purchase_token')
 if not sale[1] then return {-1, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < tonumber(sale[2]) then return {-2, 0} end
 if now >= tonumber(sale[3]) then return {-3, 0} end
+if sale[5] == '1' and ARGV[4] ~= '1' then return {-7, 0} end
 local qty = tonumber(ARGV[2])
 if qty > tonumber(sale[4]) then return {-6, 0} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {-4, 0} end
@@ -46,6 +49,8 @@ pub enum Decision {
     OverLimit,
     AlreadyPurchased,
     SoldOut,
+    /// The sale requires a purchase token and the request had none.
+    TokenRequired,
 }
 
 impl Decision {
@@ -58,6 +63,7 @@ impl Decision {
             -4 => Decision::AlreadyPurchased,
             -5 => Decision::SoldOut,
             -6 => Decision::OverLimit,
+            -7 => Decision::TokenRequired,
             other => {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::TypeError,
@@ -77,17 +83,31 @@ impl Decision {
             Decision::NotStarted | Decision::Ended => "not_active",
             Decision::NotFound => "not_found",
             Decision::OverLimit => "over_limit",
+            Decision::TokenRequired => "token_required",
         }
     }
 }
 
-/// Runs the script. The caller holds a clone of the one multiplexed connection.
+/// Runs the script for a request without a purchase token.
 pub async fn reserve(
     redis: &mut ConnectionManager,
     sale: &SaleId,
     user: &UserId,
     quantity: Quantity,
     order: &OrderId,
+) -> redis::RedisResult<Decision> {
+    reserve_with_token(redis, sale, user, quantity, order, false).await
+}
+
+/// Runs the script. The caller holds a clone of the one multiplexed
+/// connection; `has_token` says a valid purchase token was presented.
+pub async fn reserve_with_token(
+    redis: &mut ConnectionManager,
+    sale: &SaleId,
+    user: &UserId,
+    quantity: Quantity,
+    order: &OrderId,
+    has_token: bool,
 ) -> redis::RedisResult<Decision> {
     let keys = SaleKeys::new(sale);
     let (code, remaining): (i64, i64) = PURCHASE
@@ -96,6 +116,7 @@ pub async fn reserve(
         .arg(user.as_str())
         .arg(quantity.get())
         .arg(order.to_string())
+        .arg(if has_token { "1" } else { "0" })
         .invoke_async(redis)
         .await?;
     Decision::from_reply(code, remaining)

@@ -10,8 +10,10 @@ use anyhow::Context;
 use futures::future::{ready, Either};
 use redis::aio::ConnectionManager;
 
-use seckill_common::http::{json_config, path_config};
+use actix_web::http::StatusCode;
+use seckill_common::http::{json_config, path_config, ApiError};
 use seckill_common::kafka::{ensure_topics, EventProducer};
+use seckill_common::metrics::HttpMetrics;
 use seckill_common::retry::Backoff;
 use seckill_common::settings::Topics;
 use seckill_common::shutdown::Shutdown;
@@ -20,6 +22,7 @@ use crate::auth::{AdminToken, JwtKeys};
 use crate::configuration::Settings;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::purchase_token::PurchaseTokens;
 use crate::sold_out::SoldOutCache;
 use crate::upstream::Upstream;
 
@@ -35,6 +38,9 @@ pub struct AppState {
     pub order_url: String,
     pub metrics: Metrics,
     pub undo_backoff: Backoff,
+    pub purchase_tokens: PurchaseTokens,
+    /// Bound on one Redis call made while serving a request.
+    pub redis_timeout: Duration,
 }
 
 pub struct Application {
@@ -67,6 +73,9 @@ impl Application {
 
         let limits = Arc::new(Limits::new(&settings.rate_limit, settings.max_in_flight));
         limits.spawn_housekeeping(shutdown.clone());
+        let metrics = Metrics::new()?;
+        let registry = metrics.registry.clone();
+        let http_metrics = HttpMetrics::new(&registry)?;
         let state = web::Data::new(AppState {
             redis,
             producer: producer.clone(),
@@ -76,12 +85,18 @@ impl Application {
             upstream: Upstream::new(Duration::from_millis(settings.upstream_timeout_ms))?,
             inventory_url: settings.inventory_url.trim_end_matches('/').to_owned(),
             order_url: settings.order_url.trim_end_matches('/').to_owned(),
-            metrics: Metrics::new()?,
+            metrics,
             undo_backoff: Backoff {
                 initial: Duration::from_millis(20),
                 max: Duration::from_millis(200),
                 attempts: 4,
             },
+            redis_timeout: Duration::from_millis(settings.redis.response_timeout_ms),
+            purchase_tokens: PurchaseTokens::new(
+                settings.jwt_secret.clone(),
+                settings.purchase_token_ttl_secs,
+                settings.purchase_token_lead_secs,
+            ),
         });
         let jwt = web::Data::new(JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs));
         let admin = web::Data::new(AdminToken(settings.admin_token.clone()));
@@ -92,9 +107,10 @@ impl Application {
             })?;
         let port = listener.local_addr()?.port();
         let max_body = settings.max_body_bytes;
+        let request_timeout = Duration::from_millis(settings.request_timeout_ms);
         let server = HttpServer::new(move || {
             App::new()
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |req, srv| {
                     // Admission before any work: global and per-IP rate, and
                     // the in-flight bound. The permit lives as long as the request.
                     let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -107,7 +123,19 @@ impl Application {
                         Some(Ok(permit)) => {
                             let fut = srv.call(req);
                             Either::Right(Box::pin(async move {
-                                let res = fut.await;
+                                // A purchase past the Lua step runs in a task of
+                                // its own (see `orders::place_order`), so this
+                                // deadline never strands a reservation.
+                                let res = match tokio::time::timeout(request_timeout, fut).await {
+                                    Ok(res) => res,
+                                    Err(_) => Err(ApiError::new(
+                                        StatusCode::SERVICE_UNAVAILABLE,
+                                        "request_timeout",
+                                        "the request took too long",
+                                    )
+                                    .with_retry_after(1)
+                                    .into()),
+                                };
                                 drop(permit);
                                 res
                             })
@@ -118,12 +146,14 @@ impl Application {
                     }
                 })
                 .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(http_metrics.clone())
                 .app_data(state.clone())
                 .app_data(jwt.clone())
                 .app_data(admin.clone())
                 .app_data(json_config(max_body))
                 .app_data(path_config())
                 .configure(crate::routes::configure)
+                .service(seckill_common::metrics::endpoint(&registry))
                 .default_service(web::to(seckill_common::http::not_found))
         })
         .listen(listener)?

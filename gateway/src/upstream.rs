@@ -37,6 +37,15 @@ impl UpstreamError {
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         match e {
+            // The one server error a client acts on: the payment's outcome is
+            // unknown, and repeating with the same Idempotency-Key resolves it.
+            UpstreamError::Status { status, .. } if status == StatusCode::GATEWAY_TIMEOUT => {
+                ApiError::new(
+                    actix_web::http::StatusCode::GATEWAY_TIMEOUT,
+                    "payment_timeout",
+                    "the payment provider did not answer in time; retry with the same Idempotency-Key",
+                )
+            }
             UpstreamError::Status { status, body, .. } if status.is_client_error() => {
                 // Pass the service's own JSON error through (404 sale_not_found, 409 ...).
                 let code = body["error"]["code"]
@@ -65,6 +74,11 @@ fn leak_code(code: &str) -> &'static str {
         "order_not_found" => "order_not_found",
         "sale_conflict" => "sale_conflict",
         "invalid_sale" => "invalid_sale",
+        "order_not_payable" => "order_not_payable",
+        "order_not_cancellable" => "order_not_cancellable",
+        "payment_declined" => "payment_declined",
+        "invalid_idempotency_key" => "invalid_idempotency_key",
+        "reconcile_busy" => "reconcile_busy",
         _ => "upstream_rejected",
     }
 }
@@ -101,6 +115,34 @@ impl Upstream {
         url: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, UpstreamError> {
+        self.call_with(self.backoff, service, method, url, body)
+            .await
+    }
+
+    /// Sends once, without retrying: for calls whose repeat is the client's
+    /// decision (a payment that timed out, an operator's reconciliation).
+    pub async fn call_once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        service: &'static str,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<Option<T>, UpstreamError> {
+        let once = Backoff {
+            attempts: 1,
+            ..self.backoff
+        };
+        self.call_with(once, service, method, url, body).await
+    }
+
+    async fn call_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        backoff: Backoff,
+        service: &'static str,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<Option<T>, UpstreamError> {
         let attempt = || async {
             let mut request = self.client.request(method.clone(), url);
             if let Some(body) = body {
@@ -128,6 +170,6 @@ impl Upstream {
                 .map(Some)
                 .map_err(|source| UpstreamError::Unreachable { service, source })
         };
-        self.backoff.retry(attempt, UpstreamError::retryable).await
+        backoff.retry(attempt, UpstreamError::retryable).await
     }
 }

@@ -12,7 +12,7 @@ use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
-use seckill_common::events::{Envelope, Event, OrderRef, Rejection};
+use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::Topics;
 use seckill_common::{db, stock};
@@ -47,6 +47,13 @@ impl BatchHandler for InventoryHandler {
         }
         let decisions = self.decide(orders).await?;
         self.publish(&decisions).await?;
+        for d in &decisions {
+            let outcome = match &d.outcome {
+                Outcome::Reserved(_) => "reserved",
+                Outcome::Rejected(reason) => reason.as_str(),
+            };
+            tracing::info!(parent: d.span, order_id = %d.order.order_id, outcome, "stock decision announced");
+        }
         self.release_rejected(&decisions).await
     }
 }
@@ -79,7 +86,7 @@ impl InventoryHandler {
                     }
                 })?;
             match &outcome {
-                Outcome::Reserved => db_span.record("outcome", "reserved"),
+                Outcome::Reserved(_) => db_span.record("outcome", "reserved"),
                 Outcome::Rejected(reason) => db_span.record("outcome", reason.as_str()),
             };
             decisions.push(Decision {
@@ -97,7 +104,11 @@ impl InventoryHandler {
         let topic = self.topics.inventory_events.as_str();
         let sends = decisions.iter().map(|d| {
             let event = match &d.outcome {
-                Outcome::Reserved => Event::StockReserved(d.order.clone()),
+                Outcome::Reserved(terms) => Event::StockReserved(Reserved {
+                    order: d.order.clone(),
+                    payment_window_secs: terms.payment_window_secs,
+                    unit_price_cents: terms.unit_price_cents,
+                }),
                 Outcome::Rejected(reason) => Event::StockRejected(Rejection {
                     order: d.order.clone(),
                     reason: reason.clone(),
@@ -119,7 +130,7 @@ impl InventoryHandler {
     async fn release_rejected(&self, decisions: &[Decision<'_>]) -> Result<(), HandleError> {
         let releases = decisions
             .iter()
-            .filter(|d| d.outcome != Outcome::Reserved)
+            .filter(|d| matches!(d.outcome, Outcome::Rejected(_)))
             .map(|d| {
                 let mut redis = self.redis.clone();
                 let o = d.order;

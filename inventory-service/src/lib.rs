@@ -4,13 +4,20 @@
 //! decrement, idempotent per order id), announces `StockReserved` or
 //! `StockRejected`, and returns rejected reservations to Redis. Also owns
 //! sale creation, which writes the sale to PostgreSQL and warms it into Redis.
+//!
+//! The order lifecycle adds two duties: a second consumer returns the stock
+//! of cancelled and expired orders ([`compensation`]), and a periodic job
+//! repairs drift between Redis and PostgreSQL ([`reconcile`]).
+pub mod compensation;
 pub mod configuration;
 pub mod consumer;
 pub mod persistence;
+pub mod reconcile;
 pub mod reserve;
 pub mod routes;
 pub mod sales;
 pub mod startup;
+pub mod stock_gauge;
 pub mod warm;
 
 pub use startup::Application;

@@ -5,13 +5,14 @@
 //! without touching stock. Each order runs in a savepoint of its own, so a
 //! constraint violation rejects that order without aborting the batch.
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, SqlErr, Statement,
-    TransactionTrait, Value,
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryResult, SqlErr,
+    Statement, TransactionTrait, Value,
 };
 
 use seckill_common::events::OrderRef;
 
-use crate::persistence::reservation::{self, REJECTED, RESERVED};
+use crate::persistence::reservation::{self, REJECTED, RELEASED, RESERVED};
+use crate::persistence::sale;
 
 /// Why an order was rejected; sent in `StockRejected.reason`.
 pub mod reason {
@@ -25,8 +26,26 @@ pub mod reason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Reserved,
+    Reserved(Terms),
     Rejected(String),
+}
+
+/// The sale's payment terms, announced with the reservation so that
+/// order-service can price the order and set its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    pub payment_window_secs: u32,
+    pub unit_price_cents: i64,
+}
+
+impl Terms {
+    fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+        let window: i32 = row.try_get("", "payment_window_secs")?;
+        Ok(Self {
+            payment_window_secs: u32::try_from(window).unwrap_or(1),
+            unit_price_cents: row.try_get("", "unit_price_cents")?,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +63,8 @@ const INSERT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (order_id) DO NOTHING RETURNING order_id";
 
 /// Conditional: never below zero, and concurrent consumers serialise on the row lock.
-const DECREMENT: &str = "UPDATE sales SET stock_remaining = stock_remaining - $2 WHERE id = $1 AND stock_remaining >= $2";
+const DECREMENT: &str = "UPDATE sales SET stock_remaining = stock_remaining - $2 \
+     WHERE id = $1 AND stock_remaining >= $2 RETURNING payment_window_secs, unit_price_cents";
 
 /// Decides `order`. The caller commits `txn` before announcing the outcome.
 pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outcome, ReserveError> {
@@ -72,16 +92,16 @@ pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outc
     }
     let values: [Value; 2] = [order.sale_id.as_str().into(), quantity(order).into()];
     let decremented = savepoint
-        .execute(Statement::from_sql_and_values(
+        .query_one(Statement::from_sql_and_values(
             DbBackend::Postgres,
             DECREMENT,
             values,
         ))
-        .await?
-        .rows_affected();
-    if decremented == 1 {
+        .await?;
+    if let Some(row) = decremented {
+        let terms = Terms::from_row(&row)?;
         savepoint.commit().await?;
-        return Ok(Outcome::Reserved);
+        return Ok(Outcome::Reserved(terms));
     }
     savepoint.rollback().await?;
     reject(txn, order, reason::INSUFFICIENT_STOCK).await
@@ -120,7 +140,18 @@ async fn stored_outcome(
         return Err(ReserveError::Mismatch(id));
     }
     Ok(match row.status.as_str() {
-        RESERVED => Outcome::Reserved,
+        // Released later by a cancellation or expiry: it *was* reserved, and
+        // the redelivery must say so again, without taking the stock again.
+        RESERVED | RELEASED => {
+            let sale = sale::Entity::find_by_id(row.sale_id.as_str())
+                .one(txn)
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound(format!("sale {}", row.sale_id)))?;
+            Outcome::Reserved(Terms {
+                payment_window_secs: u32::try_from(sale.payment_window_secs).unwrap_or(1),
+                unit_price_cents: sale.unit_price_cents,
+            })
+        }
         _ => Outcome::Rejected(row.reason.unwrap_or_else(|| REJECTED.into())),
     })
 }

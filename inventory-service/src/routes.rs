@@ -1,5 +1,6 @@
 //! HTTP: health endpoints, and the internal sale API the gateway's admin
 //! endpoints call. Not exposed publicly: the gateway authenticates admins.
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -13,6 +14,7 @@ use seckill_common::http::{self, ApiError};
 use seckill_common::kafka::EventProducer;
 use seckill_common::{db, redis_conn};
 
+use crate::reconcile::{ReconcileError, Reconciler};
 use crate::sales::{self, CreateSale, Created, SaleView};
 use crate::warm::{self, WarmError};
 
@@ -21,6 +23,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub redis: ConnectionManager,
     pub producer: EventProducer,
+    pub reconciler: Arc<Reconciler>,
 }
 
 /// How long each readiness check may take: probes must answer well within their own timeout.
@@ -30,7 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(http::healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/internal/sales", web::post().to(create_sale))
-        .route("/internal/sales/{sale_id}", web::get().to(get_sale));
+        .route("/internal/sales/{sale_id}", web::get().to(get_sale))
+        .route("/internal/reconcile", web::post().to(reconcile));
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -102,6 +106,21 @@ async fn get_sale(
         .map_err(db_failure)?
         .ok_or_else(missing)?;
     Ok(HttpResponse::Ok().json(SaleView::from(row)))
+}
+
+/// Runs reconciliation now (waiting for a run in progress) and answers its report.
+#[tracing::instrument(name = "reconcile", skip_all)]
+async fn reconcile(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.reconciler.run_once(true).await {
+        Ok(Some(report)) => Ok(HttpResponse::Ok().json(report)),
+        Ok(None) | Err(ReconcileError::Busy) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "reconcile_busy",
+            "another replica is reconciling; try again",
+        )),
+        Err(ReconcileError::Db(e)) => Err(db_failure(e)),
+        Err(ReconcileError::Redis(e)) => Err(redis_failure(e)),
+    }
 }
 
 fn db_failure(error: DbErr) -> ApiError {

@@ -23,7 +23,25 @@ pub struct CreateSale {
     pub ends_at: DateTime<Utc>,
     #[serde(default = "one")]
     pub per_user_limit: i64,
+    /// Anti-bot step: purchases need the gateway's short-lived purchase token.
+    #[serde(default)]
+    pub require_purchase_token: bool,
+    /// Seconds a buyer has to pay; 15 minutes when absent.
+    #[serde(default = "default_payment_window")]
+    pub payment_window_secs: i64,
+    /// Price of one unit in the smallest currency unit; free when absent.
+    #[serde(default)]
+    pub unit_price_cents: i64,
 }
+
+fn default_payment_window() -> i64 {
+    i64::from(seckill_common::events::DEFAULT_PAYMENT_WINDOW_SECS)
+}
+
+/// A day: a longer hold would keep stock off the sale for no one.
+pub const MAX_PAYMENT_WINDOW_SECS: i64 = 86_400;
+/// Ten million currency units per unit is beyond any flash sale.
+pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000;
 
 fn one() -> i64 {
     1
@@ -40,6 +58,9 @@ pub struct NewSale {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub per_user_limit: i32,
+    pub require_purchase_token: bool,
+    pub payment_window_secs: i32,
+    pub unit_price_cents: i64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,6 +75,10 @@ pub enum InvalidSale {
     Window,
     #[error("per_user_limit must be between 1 and {}", Quantity::MAX)]
     PerUserLimit,
+    #[error("payment_window_secs must be between 1 and {MAX_PAYMENT_WINDOW_SECS}")]
+    PaymentWindow,
+    #[error("unit_price_cents must be between 0 and {MAX_UNIT_PRICE_CENTS}")]
+    UnitPrice,
 }
 
 impl CreateSale {
@@ -78,6 +103,13 @@ impl CreateSale {
         if ends_at <= starts_at {
             return Err(InvalidSale::Window);
         }
+        let payment_window_secs = i32::try_from(self.payment_window_secs)
+            .ok()
+            .filter(|w| (1..=MAX_PAYMENT_WINDOW_SECS).contains(&i64::from(*w)))
+            .ok_or(InvalidSale::PaymentWindow)?;
+        if !(0..=MAX_UNIT_PRICE_CENTS).contains(&self.unit_price_cents) {
+            return Err(InvalidSale::UnitPrice);
+        }
         Ok(NewSale {
             id,
             name: self.name,
@@ -85,6 +117,9 @@ impl CreateSale {
             starts_at,
             ends_at,
             per_user_limit,
+            require_purchase_token: self.require_purchase_token,
+            payment_window_secs,
+            unit_price_cents: self.unit_price_cents,
         })
     }
 }
@@ -102,6 +137,9 @@ impl NewSale {
             && row.per_user_limit == self.per_user_limit
             && row.starts_at == self.starts_at
             && row.ends_at == self.ends_at
+            && row.require_purchase_token == self.require_purchase_token
+            && row.payment_window_secs == self.payment_window_secs
+            && row.unit_price_cents == self.unit_price_cents
     }
 }
 
@@ -126,6 +164,9 @@ pub async fn create(db: &impl ConnectionTrait, new: &NewSale) -> Result<Created,
         starts_at: Set(new.starts_at),
         ends_at: Set(new.ends_at),
         created_at: Set(Utc::now()),
+        require_purchase_token: Set(new.require_purchase_token),
+        payment_window_secs: Set(new.payment_window_secs),
+        unit_price_cents: Set(new.unit_price_cents),
     };
     let inserted = sale::Entity::insert(row)
         .on_conflict(OnConflict::column(sale::Column::Id).do_nothing().to_owned())
@@ -157,6 +198,9 @@ pub struct SaleView {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub per_user_limit: i32,
+    pub require_purchase_token: bool,
+    pub payment_window_secs: i32,
+    pub unit_price_cents: i64,
 }
 
 impl From<sale::Model> for SaleView {
@@ -169,6 +213,9 @@ impl From<sale::Model> for SaleView {
             starts_at: row.starts_at,
             ends_at: row.ends_at,
             per_user_limit: row.per_user_limit,
+            require_purchase_token: row.require_purchase_token,
+            payment_window_secs: row.payment_window_secs,
+            unit_price_cents: row.unit_price_cents,
         }
     }
 }
@@ -185,6 +232,9 @@ mod tests {
             starts_at: "2030-01-01T00:00:00Z".parse().unwrap(),
             ends_at: "2030-01-01T01:00:00Z".parse().unwrap(),
             per_user_limit: 2,
+            require_purchase_token: false,
+            payment_window_secs: 900,
+            unit_price_cents: 0,
         }
     }
 
@@ -289,6 +339,25 @@ mod tests {
         ];
         for (req, expected) in cases {
             assert_eq!(req.validate(), Err(expected));
+        }
+    }
+
+    #[test]
+    fn payment_terms_are_bounded() {
+        for (window, price, ok) in [
+            (1, 0, true),
+            (MAX_PAYMENT_WINDOW_SECS, MAX_UNIT_PRICE_CENTS, true),
+            (0, 0, false),
+            (MAX_PAYMENT_WINDOW_SECS + 1, 0, false),
+            (900, -1, false),
+            (900, MAX_UNIT_PRICE_CENTS + 1, false),
+        ] {
+            let r = CreateSale {
+                payment_window_secs: window,
+                unit_price_cents: price,
+                ..request()
+            };
+            assert_eq!(r.validate().is_ok(), ok, "{window} {price}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Wiring: connect everything, then run the Kafka consumer and the HTTP
 //! server side by side until shutdown.
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -12,15 +13,19 @@ use tokio::task::JoinHandle;
 
 use seckill_common::consumer::BatchConsumer;
 use seckill_common::kafka::{self, EventProducer};
+use seckill_common::metrics::{self, ConsumerMetrics, DbMetrics, HttpMetrics, Registry};
 use seckill_common::retry::Backoff;
 use seckill_common::settings::{HttpSettings, KafkaSettings};
 use seckill_common::shutdown::Shutdown;
 use seckill_common::{db, http, redis_conn};
 
+use crate::compensation::CompensationHandler;
 use crate::configuration::Settings;
 use crate::consumer::InventoryHandler;
+use crate::reconcile::{ReconcileMetrics, Reconciler};
 use crate::persistence;
 use crate::routes::{self, AppState};
+use crate::stock_gauge::StockGauge;
 use crate::warm;
 
 /// Admin requests are small; anything bigger is a mistake or an attack.
@@ -32,6 +37,8 @@ pub struct Application {
     port: u16,
     server: Server,
     consumer: JoinHandle<()>,
+    /// The order-events consumer that returns stock (see `compensation`).
+    compensation: JoinHandle<()>,
     producer: EventProducer,
     shutdown: Shutdown,
 }
@@ -39,9 +46,11 @@ pub struct Application {
 impl Application {
     /// Connects to every dependency and starts serving; fails fast if one is missing.
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
-        let db = db::connect(&settings.database)
+        let registry = Registry::new();
+        let mut db = db::connect(&settings.database)
             .await
             .context("cannot connect to PostgreSQL")?;
+        DbMetrics::new(&registry)?.instrument(&mut db);
         if settings.database.migrate_on_start {
             migrate(&db).await?;
         }
@@ -62,6 +71,24 @@ impl Application {
         consumer
             .subscribe(&[&topics.order_requested])
             .context("cannot subscribe")?;
+        let compensation_consumer = kafka::consumer(&settings.kafka, &settings.compensation_group)
+            .context("cannot create the compensation consumer")?;
+        compensation_consumer
+            .subscribe(&[&topics.order_events])
+            .context("cannot subscribe to the order events")?;
+        let reconcile_metrics = ReconcileMetrics::new()?;
+        reconcile_metrics.register(&registry)?;
+        let reconciler = Arc::new(
+            Reconciler::new(
+                db.clone(),
+                redis.clone(),
+                &settings.kafka,
+                &settings.consumer_group,
+                settings.reconcile.clone(),
+                reconcile_metrics,
+            )
+            .context("cannot create the reconciliation job")?,
+        );
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| {
@@ -72,8 +99,9 @@ impl Application {
             db: db.clone(),
             redis: redis.clone(),
             producer: producer.clone(),
+            reconciler: reconciler.clone(),
         };
-        let server = http_server(listener, state, &settings.http)?;
+        let server = http_server(listener, state, &settings.http, &registry)?;
         let handle = server.handle();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -81,6 +109,12 @@ impl Application {
             handle.stop(true).await;
         });
 
+        let consumer_metrics = ConsumerMetrics::new(&registry)?;
+        consumer_metrics.watch_lag(&consumer);
+        consumer_metrics.watch_lag(&compensation_consumer);
+        let consumer_metrics_for_compensation = consumer_metrics.clone();
+        let (db_for_compensation, redis_for_compensation) = (db.clone(), redis.clone());
+        StockGauge::new(&registry)?.spawn(db.clone(), shutdown.clone());
         let batch = BatchConsumer {
             consumer,
             handler: InventoryHandler {
@@ -91,14 +125,29 @@ impl Application {
             },
             producer: producer.clone(),
             settings: settings.kafka.clone(),
-            observer: (),
+            observer: consumer_metrics,
         };
         let consumer = tokio::spawn(batch.run(shutdown.clone()));
+        let compensation = tokio::spawn(
+            BatchConsumer {
+                consumer: compensation_consumer,
+                handler: CompensationHandler {
+                    db: db_for_compensation,
+                    redis: redis_for_compensation,
+                },
+                producer: producer.clone(),
+                settings: settings.kafka.clone(),
+                observer: consumer_metrics_for_compensation,
+            }
+            .run(shutdown.clone()),
+        );
+        tokio::spawn(reconciler.run(shutdown.clone()));
         tracing::info!(port, "inventory-service started");
         Ok(Self {
             port,
             server,
             consumer,
+            compensation,
             producer,
             shutdown,
         })
@@ -115,6 +164,7 @@ impl Application {
         let Self {
             mut server,
             mut consumer,
+            compensation,
             producer,
             shutdown,
             ..
@@ -129,6 +179,10 @@ impl Application {
                 (server.await, consumed)
             }
         };
+        // Shutdown has fired: the compensation consumer finishes its batch and commits.
+        if let Err(error) = compensation.await {
+            tracing::error!(%error, "compensation consumer task failed");
+        }
         let flushed = tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await;
         if let Ok(Err(error)) = &flushed {
             tracing::warn!(%error, "producer flush incomplete");
@@ -144,10 +198,16 @@ fn http_server(
     listener: TcpListener,
     state: AppState,
     settings: &HttpSettings,
-) -> std::io::Result<Server> {
+    registry: &Registry,
+) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
+    let http_metrics = HttpMetrics::new(registry)?;
+    let registry = registry.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(http_metrics.clone())
+            .service(metrics::endpoint(&registry))
             .app_data(state.clone())
             .app_data(http::json_config(MAX_BODY_BYTES))
             .app_data(http::path_config())

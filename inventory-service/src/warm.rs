@@ -112,6 +112,8 @@ pub async fn warm(
         .arg(row.ends_at.timestamp_millis())
         .arg(field::PER_USER_LIMIT)
         .arg(row.per_user_limit)
+        .arg(field::REQUIRE_PURCHASE_TOKEN)
+        .arg(i32::from(row.require_purchase_token))
         .invoke_async(&mut con)
         .await?;
     Ok(created == 1)

@@ -15,6 +15,72 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Consumer group id; replicas share it and split the partitions.
     pub consumer_group: String,
+    pub payment: PaymentSettings,
+    pub expiry: ExpirySettings,
+    pub outbox: OutboxSettings,
+}
+
+/// The payment provider. Only the fake exists (README, "Payment").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PaymentSettings {
+    /// What the fake provider answers: `succeed`, `decline` or `timeout`.
+    /// Idempotency keys starting `fake-decline` or `fake-timeout` override it
+    /// per request, so a test can script a decline and then a success.
+    pub mode: String,
+    /// Bound on one charge or refund; past it the outcome is unknown and the
+    /// client retries with the same Idempotency-Key.
+    pub timeout_ms: u64,
+    /// How long the fake takes to answer (to widen races in tests).
+    pub latency_ms: u64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            mode: "succeed".into(),
+            timeout_ms: 1_500,
+            latency_ms: 0,
+        }
+    }
+}
+
+/// The worker that expires unpaid orders (README, "Expiry").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ExpirySettings {
+    /// How often each replica looks for orders past their payment window.
+    pub interval_ms: u64,
+    /// Orders expired per transaction.
+    pub batch: u32,
+}
+
+impl Default for ExpirySettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1_000,
+            batch: 500,
+        }
+    }
+}
+
+/// The relay that publishes lifecycle events written to the outbox table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct OutboxSettings {
+    /// Longest wait between two looks at the outbox (a local write wakes it at once).
+    pub interval_ms: u64,
+    /// Rows published per transaction.
+    pub batch: u32,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 500,
+            batch: 500,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -27,6 +93,9 @@ impl Default for Settings {
             },
             kafka: KafkaSettings::default(),
             consumer_group: "order-service".into(),
+            payment: PaymentSettings::default(),
+            expiry: ExpirySettings::default(),
+            outbox: OutboxSettings::default(),
         }
     }
 }
@@ -43,6 +112,24 @@ impl Settings {
         self.database.validate()?;
         if self.consumer_group.trim().is_empty() {
             return Err(settings::invalid("consumer_group is empty"));
+        }
+        if !["succeed", "decline", "timeout"].contains(&self.payment.mode.as_str()) {
+            return Err(settings::invalid(
+                "payment.mode must be succeed, decline or timeout",
+            ));
+        }
+        if self.payment.timeout_ms == 0 {
+            return Err(settings::invalid("payment.timeout_ms must be positive"));
+        }
+        if self.expiry.interval_ms == 0 || self.expiry.batch == 0 {
+            return Err(settings::invalid(
+                "expiry.interval_ms and expiry.batch must be positive",
+            ));
+        }
+        if self.outbox.interval_ms == 0 || self.outbox.batch == 0 {
+            return Err(settings::invalid(
+                "outbox.interval_ms and outbox.batch must be positive",
+            ));
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::db::is_transient;
-use seckill_common::events::{Envelope, Event, OrderRef, Rejection};
+use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
 use seckill_common::kafka::EventProducer;
 
 use crate::persistence::OrderStatus;
@@ -26,8 +26,11 @@ pub const DUPLICATE_BUYER: &str = "duplicate_buyer";
 /// The partial unique index on (sale_id, user_id) among live orders.
 const LIVE_SALE_USER_INDEX: &str = "orders_live_sale_user_key";
 
-const INSERT: &str = "INSERT INTO orders (order_id, sale_id, user_id, quantity, status, reason) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
+/// The payment window starts when the order exists: the buyer can pay from
+/// that moment, whatever the queue's lag was.
+const INSERT: &str = "INSERT INTO orders \
+     (order_id, sale_id, user_id, quantity, status, reason, expires_at, amount_cents) \
+     VALUES ($1, $2, $3, $4, $5, $6, now() + $7::integer * interval '1 second', $8) \
      ON CONFLICT (order_id) DO NOTHING \
      RETURNING status, reason";
 
@@ -46,12 +49,29 @@ struct Persisted {
     reason: Option<String>,
 }
 
+/// The payment terms of a created order.
+#[derive(Clone, Copy)]
+struct Terms {
+    window_secs: i32,
+    amount_cents: i64,
+}
+
+impl Terms {
+    fn of(reserved: &Reserved) -> Self {
+        let quantity = i64::from(reserved.order.quantity.get());
+        Self {
+            window_secs: i32::try_from(reserved.payment_window_secs).unwrap_or(i32::MAX),
+            amount_cents: reserved.unit_price_cents.saturating_mul(quantity).max(0),
+        }
+    }
+}
+
 impl BatchHandler for OrderHandler {
     async fn handle(&self, batch: &[Incoming]) -> Result<(), HandleError> {
         let txn = self.db.begin().await.map_err(db_error)?;
         let mut outgoing = Vec::with_capacity(batch.len());
         for incoming in batch {
-            let Some((order, requested)) = decision(&incoming.envelope.event) else {
+            let Some((order, requested, terms)) = decision(&incoming.envelope.event) else {
                 tracing::debug!(parent: &incoming.span, event = incoming.envelope.event.type_name(), "ignoring event");
                 continue;
             };
@@ -66,7 +86,7 @@ impl BatchHandler for OrderHandler {
                 order.status = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
-            let persisted = persist(&txn, order, requested)
+            let persisted = persist(&txn, order, requested, terms)
                 .instrument(span.clone())
                 .await;
             match persisted {
@@ -98,19 +118,24 @@ impl BatchHandler for OrderHandler {
             // The rows are committed; a redelivery re-emits from them.
             result.map_err(|e| HandleError::Transient(e.to_string()))?;
         }
+        for (incoming, event) in &outgoing {
+            tracing::info!(parent: &incoming.span, order_id = %event.order_id(), event = event.type_name(), "order persisted and announced");
+        }
         Ok(())
     }
 }
 
-/// The order an inventory event is about, and the status/reason it asks for.
-fn decision(event: &Event) -> Option<(&OrderRef, Persisted)> {
+/// The order an inventory event is about, the status/reason it asks for,
+/// and the payment terms when it creates an order.
+fn decision(event: &Event) -> Option<(&OrderRef, Persisted, Option<Terms>)> {
     match event {
-        Event::StockReserved(order) => Some((
-            order,
+        Event::StockReserved(reserved) => Some((
+            &reserved.order,
             Persisted {
                 status: OrderStatus::Created,
                 reason: None,
             },
+            Some(Terms::of(reserved)),
         )),
         Event::StockRejected(Rejection { order, reason }) => Some((
             order,
@@ -118,6 +143,7 @@ fn decision(event: &Event) -> Option<(&OrderRef, Persisted)> {
                 status: OrderStatus::Failed,
                 reason: Some(reason.clone()),
             },
+            None,
         )),
         _ => None,
     }
@@ -141,8 +167,9 @@ async fn persist(
     txn: &DatabaseTransaction,
     order: &OrderRef,
     requested: Persisted,
+    terms: Option<Terms>,
 ) -> Result<Persisted, DbErr> {
-    match insert_in_savepoint(txn, order, &requested).await {
+    match insert_in_savepoint(txn, order, &requested, terms).await {
         Err(error) if violates(&error, LIVE_SALE_USER_INDEX) => {
             tracing::warn!(order_id = %order.order_id, sale_id = %order.sale_id, user_id = %order.user_id,
                 "user already holds a live order in this sale; recording this one as failed");
@@ -150,7 +177,7 @@ async fn persist(
                 status: OrderStatus::Failed,
                 reason: Some(DUPLICATE_BUYER.into()),
             };
-            insert_in_savepoint(txn, order, &duplicate).await
+            insert_in_savepoint(txn, order, &duplicate, None).await
         }
         other => other,
     }
@@ -162,9 +189,10 @@ async fn insert_in_savepoint(
     txn: &DatabaseTransaction,
     order: &OrderRef,
     wanted: &Persisted,
+    terms: Option<Terms>,
 ) -> Result<Persisted, DbErr> {
     let savepoint = txn.begin().await?;
-    match insert_or_read(&savepoint, order, wanted).await {
+    match insert_or_read(&savepoint, order, wanted, terms).await {
         Ok(persisted) => {
             savepoint.commit().await?;
             Ok(persisted)
@@ -180,6 +208,7 @@ async fn insert_or_read(
     db: &DatabaseTransaction,
     order: &OrderRef,
     wanted: &Persisted,
+    terms: Option<Terms>,
 ) -> Result<Persisted, DbErr> {
     let order_id = order.order_id.to_string();
     let quantity = i32::try_from(order.quantity.get()).map_err(|e| DbErr::Custom(e.to_string()))?;
@@ -193,6 +222,8 @@ async fn insert_or_read(
             quantity.into(),
             wanted.status.as_str().into(),
             wanted.reason.clone().into(),
+            terms.map(|t| t.window_secs).into(),
+            terms.map_or(0, |t| t.amount_cents).into(),
         ],
     );
     let row = match db.query_one(insert).await? {
@@ -255,9 +286,15 @@ mod tests {
     #[test]
     fn reserved_becomes_created_and_rejected_becomes_failed_with_reason() {
         let o = order();
-        let (_, p) = decision(&Event::StockReserved(o.clone())).unwrap();
+        let reserved = Reserved {
+            unit_price_cents: 250,
+            ..Reserved::new(o.clone())
+        };
+        let (_, p, terms) = decision(&Event::StockReserved(reserved)).unwrap();
         assert_eq!((p.status, p.reason), (OrderStatus::Created, None));
-        let (_, p) = decision(&Event::StockRejected(Rejection {
+        let terms = terms.unwrap();
+        assert_eq!((terms.window_secs, terms.amount_cents), (900, 250));
+        let (_, p, terms) = decision(&Event::StockRejected(Rejection {
             order: o.clone(),
             reason: "sold_out".into(),
         }))
@@ -266,6 +303,7 @@ mod tests {
             (p.status, p.reason.as_deref()),
             (OrderStatus::Failed, Some("sold_out"))
         );
+        assert!(terms.is_none());
         assert!(decision(&Event::OrderCreated(o)).is_none());
     }
 

@@ -1,16 +1,19 @@
-//! HTTP surface: health, readiness, and the internal order lookup the
-//! gateway proxies for `GET /api/v1/orders/{id}`.
+//! HTTP surface: health, readiness, and the internal order API the gateway
+//! proxies: lookup, the user's orders, pay and cancel. The gateway has
+//! authenticated the user and passes its id; this service checks ownership.
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use seckill_common::domain::OrderId;
+use seckill_common::domain::{OrderId, UserId};
 use seckill_common::http::{readiness, ApiError};
 use seckill_common::kafka::EventProducer;
 
+use crate::lifecycle::{self, Answer, Lifecycle};
 use crate::persistence::order;
 use crate::persistence::OrderStatus;
 
@@ -24,12 +27,16 @@ pub struct AppState {
     pub producer: EventProducer,
     /// Upper bound on one lookup, pool acquisition included.
     pub db_timeout: Duration,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(seckill_common::http::healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/internal/orders/{order_id}", web::get().to(get_order));
+        .route("/internal/orders", web::get().to(list_orders))
+        .route("/internal/orders/{order_id}", web::get().to(get_order))
+        .route("/internal/orders/{order_id}/pay", web::post().to(pay))
+        .route("/internal/orders/{order_id}/cancel", web::post().to(cancel));
 }
 
 /// Ready when PostgreSQL and the broker both answer in time: without either,
@@ -58,6 +65,12 @@ pub struct OrderView {
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The end of the payment window (`null` for a failed order).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub amount_cents: i64,
+    /// The payment provider's reference, once paid.
+    pub payment_ref: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
 }
 
 impl From<order::Model> for OrderView {
@@ -76,8 +89,95 @@ impl From<order::Model> for OrderView {
             reason,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            expires_at: m.expires_at,
+            amount_cents: m.amount_cents,
+            payment_ref: m.payment_ref,
+            paid_at: m.paid_at,
         }
     }
+}
+
+#[derive(Deserialize)]
+pub struct PayBody {
+    user_id: String,
+    idempotency_key: String,
+}
+
+#[derive(Deserialize)]
+pub struct UserBody {
+    user_id: String,
+}
+
+fn answer(a: Answer) -> HttpResponse {
+    HttpResponse::build(a.status).json(a.body)
+}
+
+fn parse_ids(order: &str, user: &str) -> Result<(OrderId, UserId), ApiError> {
+    let not_found = || ApiError::not_found("order_not_found", "no such order");
+    let order = OrderId::parse(order).map_err(|_| not_found())?;
+    let user = UserId::parse(user).map_err(|_| not_found())?;
+    Ok((order, user))
+}
+
+/// Pays an unpaid order (see `lifecycle::Lifecycle::pay`); the answer is the
+/// order, paid, or the stored answer of an earlier attempt with the same key.
+#[tracing::instrument(name = "pay_order", skip_all, fields(order_id = %path))]
+async fn pay(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<PayBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let (order, user) = parse_ids(&path, &body.user_id)?;
+    if !lifecycle::valid_idempotency_key(&body.idempotency_key) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "the idempotency key must be 1-128 printable ASCII characters",
+        ));
+    }
+    let paid = state
+        .lifecycle
+        .pay(&order, &user, &body.idempotency_key)
+        .await
+        .map_err(lookup_error)?;
+    Ok(answer(paid))
+}
+
+#[tracing::instrument(name = "cancel_order", skip_all, fields(order_id = %path))]
+async fn cancel(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<UserBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (order, user) = parse_ids(&path, &body.user_id)?;
+    let cancelled = state
+        .lifecycle
+        .cancel(&order, &user)
+        .await
+        .map_err(lookup_error)?;
+    Ok(answer(cancelled))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_id: String,
+}
+
+/// `GET /internal/orders?user_id=...`: the user's orders, newest first (at
+/// most `lifecycle::LIST_LIMIT`). A query parameter rather than a path
+/// segment: user ids may hold any printable character, `/` included.
+async fn list_orders(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user = UserId::parse(&query.user_id)
+        .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
+    let listed = tokio::time::timeout(state.db_timeout, state.lifecycle.list(&user))
+        .await
+        .map_err(|_| ApiError::unavailable("order store timed out"))?
+        .map_err(lookup_error)?;
+    let orders: Vec<OrderView> = listed.into_iter().map(OrderView::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "orders": orders })))
 }
 
 /// A malformed id cannot name an order, so it is "not found" rather than a
@@ -122,6 +222,10 @@ mod tests {
             reason: reason.map(str::to_owned),
             created_at: now,
             updated_at: now,
+            expires_at: None,
+            amount_cents: 0,
+            payment_ref: None,
+            paid_at: None,
         }
     }
 
@@ -137,8 +241,12 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "amount_cents",
                 "created_at",
+                "expires_at",
                 "order_id",
+                "paid_at",
+                "payment_ref",
                 "quantity",
                 "reason",
                 "sale_id",

@@ -2,6 +2,7 @@
 //! the one shutdown signal they all watch.
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -12,15 +13,22 @@ use tokio::task::JoinHandle;
 
 use seckill_common::consumer::BatchConsumer;
 use seckill_common::kafka::{self, EventProducer};
+use seckill_common::metrics::{self, ConsumerMetrics, DbMetrics, HttpMetrics, Registry};
 use seckill_common::retry::Backoff;
 use seckill_common::shutdown::Shutdown;
 use seckill_common::{db, http};
 
 use crate::configuration::Settings;
 use crate::consumer::OrderHandler;
+use crate::expiry::ExpiryWorker;
+use crate::lifecycle::Lifecycle;
+use crate::outbox::Relay;
+use crate::payment::{FakePaymentProvider, Payments};
 use crate::persistence;
 use crate::routes::{self, AppState};
 
+/// Internal requests are tiny JSON objects.
+const MAX_BODY_BYTES: usize = 4 * 1024;
 /// How long the producer may take to deliver what is still queued at exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,7 +51,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
-        let db = until_shutdown(&shutdown, connect(&settings)).await?;
+        let registry = Registry::new();
+        let mut db = until_shutdown(&shutdown, connect(&settings)).await?;
+        DbMetrics::new(&registry)?.instrument(&mut db);
         if settings.database.migrate_on_start {
             persistence::migrate(&db)
                 .await
@@ -70,20 +80,33 @@ impl Application {
                 format!("cannot bind {}:{}", settings.http.host, settings.http.port)
             })?;
         let port = listener.local_addr()?.port();
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let lifecycle = Arc::new(Lifecycle {
+            db: db.clone(),
+            payments: Payments::new(
+                Box::new(FakePaymentProvider::from_settings(&settings.payment)),
+                Duration::from_millis(settings.payment.timeout_ms),
+            ),
+            topic: settings.kafka.topics().order_events,
+            wake: outbox_wake.clone(),
+        });
         let state = AppState {
             db: db.clone(),
             producer: producer.clone(),
             db_timeout: Duration::from_millis(
                 settings.database.connect_timeout_ms + settings.database.statement_timeout_ms,
             ),
+            lifecycle: lifecycle.clone(),
         };
-        let server = run_server(listener, state, &settings)?;
+        let server = run_server(listener, state, &settings, &registry)?;
 
         let topics = settings.kafka.topics();
         let consumer = kafka::consumer(&settings.kafka, &settings.consumer_group)
             .context("cannot create the Kafka consumer")?;
         rdkafka::consumer::Consumer::subscribe(&consumer, &[topics.inventory_events.as_str()])
             .context("cannot subscribe to the inventory events")?;
+        let consumer_metrics = ConsumerMetrics::new(&registry)?;
+        consumer_metrics.watch_lag(&consumer);
         let batch_consumer = BatchConsumer {
             consumer,
             handler: OrderHandler {
@@ -93,9 +116,29 @@ impl Application {
             },
             producer: producer.clone(),
             settings: settings.kafka.clone(),
-            observer: (),
+            observer: consumer_metrics,
         };
         let consumer = tokio::spawn(batch_consumer.run(shutdown.clone()));
+        // Both stop at shutdown between two rounds; whatever they had not
+        // done yet is in PostgreSQL, for the next start or another replica.
+        tokio::spawn(
+            Relay {
+                db: lifecycle.db.clone(),
+                producer: producer.clone(),
+                wake: outbox_wake,
+                interval: Duration::from_millis(settings.outbox.interval_ms),
+                batch: settings.outbox.batch,
+            }
+            .run(shutdown.clone()),
+        );
+        tokio::spawn(
+            ExpiryWorker {
+                lifecycle,
+                interval: Duration::from_millis(settings.expiry.interval_ms),
+                batch: settings.expiry.batch,
+            }
+            .run(shutdown.clone()),
+        );
 
         let handle = server.handle();
         let stop = shutdown.clone();
@@ -181,12 +224,19 @@ fn run_server(
     listener: TcpListener,
     state: AppState,
     settings: &Settings,
+    registry: &Registry,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
+    let http_metrics = HttpMetrics::new(registry)?;
+    let registry = registry.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(http_metrics.clone())
+            .service(metrics::endpoint(&registry))
             .app_data(state.clone())
             .app_data(http::path_config())
+            .app_data(http::json_config(MAX_BODY_BYTES))
             .configure(routes::configure)
             .default_service(web::to(http::not_found))
     })

@@ -4,7 +4,10 @@
 //!
 //! Every [`Stack`] is isolated: its own broker, its own two databases, its own
 //! sale ids in the shared Redis. Tests therefore run in parallel safely.
+pub mod dead_letters;
+pub mod invariants;
 pub mod process;
+pub mod servers;
 pub mod stack;
 pub mod wait;
 

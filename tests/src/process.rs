@@ -11,6 +11,7 @@ pub struct Process {
     program: PathBuf,
     args: Vec<String>,
     env: HashMap<String, String>,
+    cwd: Option<PathBuf>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -71,9 +72,26 @@ impl Process {
             program,
             args,
             env,
+            cwd: None,
             log,
             child: None,
         }
+    }
+
+    /// Runs the process in `dir` (nisshi resolves `sqlite://` paths against it).
+    pub fn with_cwd(mut self, dir: PathBuf) -> Self {
+        self.cwd = Some(dir);
+        self
+    }
+
+    /// The environment of the next [`Process::start`]: a test may change a
+    /// setting and restart the process with it.
+    pub fn env_mut(&mut self) -> &mut HashMap<String, String> {
+        &mut self.env
+    }
+
+    pub fn env(&self) -> &HashMap<String, String> {
+        &self.env
     }
 
     pub fn start(&mut self) {
@@ -83,7 +101,11 @@ impl Process {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(&self.args)
             .envs(&self.env)
             .stdin(Stdio::null())
@@ -108,9 +130,15 @@ impl Process {
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after `grace`).
     pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.stop_with("TERM", grace)
+    }
+
+    /// Sends `signal` (a `kill` name: TERM, INT, ...), then waits for the exit
+    /// (SIGKILL after `grace`). `None` when it had to be killed.
+    pub fn stop_with(&mut self, signal: &str, grace: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status();
         let deadline = std::time::Instant::now() + grace;
         loop {

@@ -8,6 +8,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 use serde_json::{json, Value};
 
 use crate::process::{binary, free_port, nisshi, Process};
+use crate::servers::{state_dir, PrivatePostgres, PrivateRedis};
 use crate::wait::wait_until;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
@@ -25,6 +26,17 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
     /// Extra environment for the gateway only.
     pub gateway_env: Vec<(String, String)>,
+    /// The broker stores in SQLite in a temporary directory instead of
+    /// memory, so a restart keeps topics, messages and committed offsets.
+    pub durable_broker: bool,
+    /// A redis-server of this stack only ([`Stack::private_redis`]), so the
+    /// test may stop it without touching the tests beside it.
+    pub private_redis: bool,
+    /// With `private_redis`: an append-only file, so a restart comes back
+    /// with its data rather than empty.
+    pub redis_persistent: bool,
+    /// A PostgreSQL cluster of this stack only ([`Stack::private_postgres`]).
+    pub private_postgres: bool,
 }
 
 pub struct Stack {
@@ -42,6 +54,11 @@ pub struct Stack {
     pub inventory_db: DatabaseConnection,
     pub orders_db: DatabaseConnection,
     pub http: reqwest::Client,
+    /// Set with [`StackOptions::private_redis`].
+    pub private_redis: Option<PrivateRedis>,
+    /// Set with [`StackOptions::private_postgres`]. Declared after the
+    /// connections above, so they close before the cluster goes away.
+    pub private_postgres: Option<PrivatePostgres>,
 }
 
 impl Stack {
@@ -51,8 +68,22 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let redis_url = required("SECKILL_TEST_REDIS_URL");
-        let admin_db = required("SECKILL_TEST_DATABASE_URL");
+        let private_redis = match options.private_redis {
+            true => Some(PrivateRedis::start(&id, options.redis_persistent).await),
+            false => None,
+        };
+        let redis_url = match &private_redis {
+            Some(r) => r.url.clone(),
+            None => required("SECKILL_TEST_REDIS_URL"),
+        };
+        let private_postgres = match options.private_postgres {
+            true => Some(PrivatePostgres::start(&id).await),
+            false => None,
+        };
+        let admin_db = match &private_postgres {
+            Some(pg) => pg.admin_url.clone(),
+            None => required("SECKILL_TEST_DATABASE_URL"),
+        };
         let (inventory_db_url, inventory_db) =
             create_database(&admin_db, &format!("inv_{id}")).await;
         let (orders_db_url, orders_db) = create_database(&admin_db, &format!("ord_{id}")).await;
@@ -60,6 +91,11 @@ impl Stack {
         let broker_port = free_port();
         let brokers = format!("127.0.0.1:{broker_port}");
         let listener = format!("tcp://{brokers}");
+        // nisshi resolves a sqlite:// path against its working directory.
+        let storage = match options.durable_broker {
+            true => "sqlite://nisshi.db",
+            false => "memory://nisshi/",
+        };
         let mut broker = Process::new(
             &format!("{id}-broker"),
             nisshi(),
@@ -70,12 +106,17 @@ impl Stack {
                 "--advertised-listener-url",
                 &listener,
                 "--storage-engine",
-                "memory://nisshi/",
+                storage,
             ]
             .map(String::from)
             .to_vec(),
             HashMap::from([("GROUP_INITIAL_REBALANCE_DELAY".to_owned(), "0s".to_owned())]),
         );
+        if options.durable_broker {
+            let dir = state_dir().join(format!("{id}-broker"));
+            std::fs::create_dir_all(&dir).expect("broker dir");
+            broker = broker.with_cwd(dir);
+        }
         broker.start();
         wait_for_port(broker_port).await;
 
@@ -162,6 +203,8 @@ impl Stack {
                 .pool_max_idle_per_host(512)
                 .build()
                 .expect("client"),
+            private_redis,
+            private_postgres,
         };
         for url in [&stack.inventory_url, &stack.order_url, &stack.gateway_url] {
             stack.wait_ready(url).await;
@@ -249,6 +292,57 @@ impl Stack {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A purchase at gateway `base` that reports a connection failure
+    /// instead of panicking: fault tests send while processes die.
+    pub async fn try_purchase(
+        &self,
+        base: &str,
+        token: &str,
+        sale: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let response = self
+            .http
+            .post(format!("{base}/api/v1/sales/{sale}/orders"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Another gateway on the same Redis, broker and services, with extra
+    /// environment (e.g. a fault hook). Started and ready; returns its base URL.
+    pub async fn extra_gateway(&self, name: &str, extra: &[(&str, &str)]) -> (Process, String) {
+        let port = free_port();
+        let mut env = self.gateway.env().clone();
+        env.insert("SECKILL_HTTP__PORT".into(), port.to_string());
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let mut gateway = Process::new(
+            &format!("{}-{name}", self.id),
+            binary("gateway"),
+            vec!["serve".into()],
+            env,
+        );
+        gateway.start();
+        let url = format!("http://127.0.0.1:{port}");
+        self.wait_ready(&url).await;
+        (gateway, url)
+    }
+
+    /// Asks for a reconciliation (`POST /api/v1/admin/reconcile`). `None`
+    /// when this build has no such route yet.
+    pub async fn reconcile(&self) -> Option<(u16, Value)> {
+        let (status, body) = self
+            .admin_post("/api/v1/admin/reconcile", json!({}))
+            .await;
+        let no_route = status == 404 && body["error"]["code"] == "not_found";
+        (!no_route).then_some((status, body))
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(format!("{}{path}", self.gateway_url));
         if let Some(t) = token {
@@ -308,8 +402,9 @@ impl Stack {
 
     /// Dumps the last log lines of every process, for a failing test's output.
     pub fn logs(&self) -> String {
-        [&self.gateway, &self.inventory, &self.orders, &self.broker]
-            .iter()
+        let mut all = vec![&self.gateway, &self.inventory, &self.orders, &self.broker];
+        all.extend(self.private_redis.as_ref().map(|r| &r.process));
+        all.iter()
             .map(|p| {
                 format!(
                     "--- {} ({}) ---\n{}",

@@ -21,6 +21,19 @@ pub struct NewSaleBody {
     ends_at: DateTime<Utc>,
     #[serde(default = "one")]
     per_user_limit: i64,
+    /// Anti-bot step: buyers must first fetch a purchase token (README).
+    #[serde(default)]
+    require_purchase_token: bool,
+    /// Seconds a buyer has to pay before the order expires (default 900).
+    #[serde(default = "fifteen_minutes")]
+    payment_window_secs: i64,
+    /// Price of one unit in the smallest currency unit (default 0).
+    #[serde(default)]
+    unit_price_cents: i64,
+}
+
+fn fifteen_minutes() -> i64 {
+    i64::from(seckill_common::events::DEFAULT_PAYMENT_WINDOW_SECS)
 }
 
 fn one() -> i64 {
@@ -36,6 +49,9 @@ pub struct NewSale {
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     per_user_limit: i64,
+    require_purchase_token: bool,
+    payment_window_secs: i64,
+    unit_price_cents: i64,
 }
 
 impl NewSale {
@@ -56,6 +72,12 @@ impl NewSale {
         if !(1..=i64::from(Quantity::MAX)).contains(&body.per_user_limit) {
             return Err(invalid("per_user_limit must be between 1 and 100"));
         }
+        if !(1..=86_400).contains(&body.payment_window_secs) {
+            return Err(invalid("payment_window_secs must be between 1 and 86400"));
+        }
+        if !(0..=1_000_000_000).contains(&body.unit_price_cents) {
+            return Err(invalid("unit_price_cents must be between 0 and 1000000000"));
+        }
         Ok(Self {
             sale_id: SaleId::generate(),
             name: name.to_owned(),
@@ -63,6 +85,9 @@ impl NewSale {
             starts_at: body.starts_at,
             ends_at: body.ends_at,
             per_user_limit: body.per_user_limit,
+            require_purchase_token: body.require_purchase_token,
+            payment_window_secs: body.payment_window_secs,
+            unit_price_cents: body.unit_price_cents,
         })
     }
 }
@@ -82,4 +107,17 @@ pub async fn create_sale(
         .ok_or_else(|| ApiError::unavailable("inventory-service did not accept the sale"))?;
     tracing::info!(sale_id = %sale.sale_id, stock = sale.stock, "sale created");
     Ok(HttpResponse::Created().json(created))
+}
+
+/// Runs reconciliation now on inventory-service and answers its report
+/// (what it found and repaired; README, "Reconciliation").
+pub async fn reconcile(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let url = format!("{}/internal/reconcile", state.inventory_url);
+    // Not retried: a run is cheap to ask for again, and the operator decides.
+    let report: serde_json::Value = state
+        .upstream
+        .call_once::<(), _>("inventory-service", Method::POST, &url, None)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("inventory-service cannot reconcile"))?;
+    Ok(HttpResponse::Ok().json(report))
 }

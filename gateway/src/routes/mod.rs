@@ -1,6 +1,7 @@
 //! The public HTTP API. Every error is `{"error":{"code","message"}}`.
 mod admin;
 mod health;
+mod lifecycle;
 mod orders;
 mod sales;
 
@@ -14,9 +15,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/admin/sales", web::post().to(admin::create_sale))
                 .route("/sales/{sale_id}", web::get().to(sales::get_sale))
                 .route(
+                    "/sales/{sale_id}/purchase-token",
+                    web::get().to(sales::purchase_token),
+                )
+                .route(
                     "/sales/{sale_id}/orders",
                     web::post().to(orders::place_order),
                 )
-                .route("/orders/{order_id}", web::get().to(orders::get_order)),
+                .route("/orders/{order_id}", web::get().to(orders::get_order))
+                .route(
+                    "/orders/{order_id}/pay",
+                    web::post().to(lifecycle::pay_order),
+                )
+                .route(
+                    "/orders/{order_id}/cancel",
+                    web::post().to(lifecycle::cancel_order),
+                )
+                .route("/users/me/orders", web::get().to(lifecycle::my_orders))
+                .route("/admin/reconcile", web::post().to(admin::reconcile)),
         );
 }

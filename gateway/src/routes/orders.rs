@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use redis::AsyncCommands;
 use reqwest::Method;
@@ -13,6 +13,7 @@ use tracing::Instrument;
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested};
 use seckill_common::http::ApiError;
+use seckill_common::redis_conn;
 use seckill_common::stock::{self, SaleKeys};
 
 use crate::auth::AuthenticatedUser;
@@ -48,7 +49,37 @@ fn stock_store_down(error: redis::RedisError) -> ApiError {
     ApiError::unavailable("stock store unavailable")
 }
 
+/// The header that carries a purchase token (anti-bot step, see `purchase_token`).
+pub const PURCHASE_TOKEN_HEADER: &str = "x-purchase-token";
+
+/// `Ok(true)` with a valid purchase token, `Ok(false)` without one; a token
+/// that is present but invalid is refused before Redis is asked anything.
+fn purchase_token(
+    req: &HttpRequest,
+    state: &AppState,
+    sale: &SaleId,
+    user: &UserId,
+) -> Result<bool, ApiError> {
+    let Some(raw) = req.headers().get(PURCHASE_TOKEN_HEADER) else {
+        return Ok(false);
+    };
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let token = raw.to_str().unwrap_or_default();
+    state
+        .purchase_tokens
+        .verify(token, sale, user, now)
+        .map(|()| true)
+        .map_err(|why| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_purchase_token",
+                format!("the purchase token is not valid for this user and sale ({why:?})"),
+            )
+        })
+}
+
 pub async fn place_order(
+    req: HttpRequest,
     path: web::Path<String>,
     AuthenticatedUser(user): AuthenticatedUser,
     body: web::Json<serde_json::Value>,
@@ -57,6 +88,7 @@ pub async fn place_order(
     state.limits.check_user(&user)?;
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
     let body = PurchaseBody::parse(body.into_inner())?;
+    let has_token = purchase_token(&req, &state, &sale, &user)?;
     let quantity = match body.quantity {
         None => Quantity::ONE,
         Some(raw) => Quantity::parse(raw).map_err(|e| {
@@ -75,7 +107,9 @@ pub async fn place_order(
     let order_id = OrderId::new(&sale);
     let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
     let mut redis = state.redis.clone();
-    let decision = purchase::reserve(&mut redis, &sale, &user, quantity, &order_id)
+    let reserve =
+        purchase::reserve_with_token(&mut redis, &sale, &user, quantity, &order_id, has_token);
+    let decision = redis_conn::within(state.redis_timeout, reserve)
         .instrument(span.clone())
         .await
         .map_err(stock_store_down)?;
@@ -87,7 +121,23 @@ pub async fn place_order(
             if remaining <= 0 {
                 state.sold_out.mark(&sale);
             }
-            enqueue(&state, &sale, &user, quantity, &order_id).await?;
+            crate::fault::crash_after_reserve();
+            // From here the stock is taken: produce or undo must finish even
+            // if this request is dropped (client gone, request deadline), so
+            // it runs in a task of its own and this handler only awaits it.
+            let order = order_id.clone();
+            let task_state = state.clone();
+            let enqueued = tokio::spawn(
+                async move { enqueue(&task_state, &sale, &user, quantity, &order).await }
+                    .in_current_span(),
+            )
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "enqueue task failed");
+                ApiError::internal()
+            })?;
+            enqueued?;
+            tracing::info!(order_id = %order_id, "purchase accepted and queued");
             Ok(HttpResponse::Accepted().json(json!({"order_id": order_id, "status": "queued"})))
         }
         Decision::SoldOut => {
@@ -114,6 +164,11 @@ pub async fn place_order(
             StatusCode::UNPROCESSABLE_ENTITY,
             "quantity_over_limit",
             "quantity exceeds this sale's per-user limit",
+        )),
+        Decision::TokenRequired => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "purchase_token_required",
+            "this sale requires a purchase token: GET /api/v1/sales/{id}/purchase-token first",
         )),
     }
 }
@@ -192,10 +247,12 @@ pub async fn get_order(
         return Ok(HttpResponse::Ok().json(order));
     }
     let mut redis = state.redis.clone();
-    let holder: Option<String> = redis
-        .hget(SaleKeys::new(order_id.sale_id()).buyers, user.as_str())
-        .await
-        .map_err(stock_store_down)?;
+    let holder: Option<String> = redis_conn::within(
+        state.redis_timeout,
+        redis.hget(SaleKeys::new(order_id.sale_id()).buyers, user.as_str()),
+    )
+    .await
+    .map_err(stock_store_down)?;
     if holder.as_deref() != Some(order_id.to_string().as_str()) {
         return Err(not_found());
     }

@@ -2,6 +2,7 @@
 //! with inventory-service as the fallback for a sale Redis does not hold.
 use std::collections::HashMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
@@ -10,8 +11,10 @@ use serde_json::json;
 
 use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
+use seckill_common::redis_conn;
 use seckill_common::stock::{field, SaleKeys};
 
+use crate::auth::AuthenticatedUser;
 use crate::startup::AppState;
 
 fn sale_not_found() -> ApiError {
@@ -25,8 +28,7 @@ pub async fn get_sale(
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
     let mut redis = state.redis.clone();
     let hash: HashMap<String, String> =
-        redis
-            .hgetall(SaleKeys::new(&sale).sale)
+        redis_conn::within(state.redis_timeout, redis.hgetall(SaleKeys::new(&sale).sale))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "redis unavailable");
@@ -64,6 +66,61 @@ fn from_redis(sale: &SaleId, hash: &HashMap<String, String>) -> Option<serde_jso
         "starts_at": starts_at,
         "ends_at": ends_at,
         "per_user_limit": int(field::PER_USER_LIMIT)?,
+        "require_purchase_token": hash.get(field::REQUIRE_PURCHASE_TOKEN).map(String::as_str) == Some("1"),
         "status": status,
     }))
+}
+
+/// `GET /api/v1/sales/{id}/purchase-token`: the anti-bot step. A short-lived
+/// token bound to this user and sale, handed out only from
+/// `purchase_token_lead_secs` before the start until the end, so a bot
+/// cannot stock up on tokens ahead of time. See `crate::purchase_token`.
+pub async fn purchase_token(
+    path: web::Path<String>,
+    AuthenticatedUser(user): AuthenticatedUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check_user(&user)?;
+    let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
+    let mut redis = state.redis.clone();
+    let window = redis.hget(SaleKeys::new(&sale).sale, &[field::STARTS_AT, field::ENDS_AT]);
+    let (starts_at, ends_at): (Option<i64>, Option<i64>) =
+        redis_conn::within(state.redis_timeout, window)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "redis unavailable");
+            ApiError::unavailable("stock store unavailable")
+        })?;
+    let (Some(starts_at), Some(ends_at)) = (starts_at, ends_at) else {
+        return Err(sale_not_found());
+    };
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis();
+    let lead_ms = i64::try_from(state.purchase_tokens.lead_secs.saturating_mul(1_000))
+        .unwrap_or(i64::MAX);
+    if now_ms < starts_at.saturating_sub(lead_ms) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sale_not_started",
+            "purchase tokens are handed out shortly before the sale starts",
+        ));
+    }
+    if now_ms >= ends_at {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sale_ended",
+            "the sale has ended",
+        ));
+    }
+    let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
+    let (token, expires) = state.purchase_tokens.issue(&sale, &user, now_secs);
+    let expires_at = i64::try_from(expires)
+        .ok()
+        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0));
+    Ok(HttpResponse::Ok().json(json!({
+        "sale_id": sale,
+        "purchase_token": token,
+        "expires_at": expires_at,
+        "header": "X-Purchase-Token",
+    })))
 }

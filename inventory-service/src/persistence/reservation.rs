@@ -5,6 +5,8 @@ use sea_orm::entity::prelude::*;
 /// `status` values (a CHECK constraint allows only these).
 pub const RESERVED: &str = "reserved";
 pub const REJECTED: &str = "rejected";
+/// Was reserved; the order was cancelled or expired and the stock went back.
+pub const RELEASED: &str = "released";
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "reservations")]
@@ -14,11 +16,14 @@ pub struct Model {
     pub sale_id: String,
     pub user_id: String,
     pub quantity: i32,
-    /// [`RESERVED`] or [`REJECTED`].
+    /// [`RESERVED`], [`REJECTED`] or [`RELEASED`].
     pub status: String,
-    /// Why it was rejected; `None` when reserved.
+    /// Why it was rejected; `None` otherwise.
     pub reason: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The event that returned the stock, once [`RELEASED`].
+    pub release_cause: Option<String>,
+    pub released_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,12 @@ pub struct Model {
     /// Exclusive.
     pub ends_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
+    /// Buyers must present a purchase token from the gateway (anti-bot step).
+    pub require_purchase_token: bool,
+    /// How long a buyer has to pay before the order expires.
+    pub payment_window_secs: i32,
+    /// Price of one unit, in the smallest currency unit.
+    pub unit_price_cents: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,13 @@ pub struct Model {
     pub reason: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The end of the payment window; `None` for orders that never awaited payment.
+    pub expires_at: Option<DateTimeUtc>,
+    /// What the buyer pays: unit price times quantity, in the smallest currency unit.
+    pub amount_cents: i64,
+    /// The provider's reference of the payment, once paid.
+    pub payment_ref: Option<String>,
+    pub paid_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -23,9 +30,10 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// The order lifecycle. Only `Created` and `Failed` are written today; the
-/// rest are reserved for payment and expiry, and already release the
-/// (sale, user) uniqueness where they end an order.
+/// The order lifecycle: `created` (awaiting payment) ends `paid`, `cancelled`
+/// or `expired`; `failed` when the stock was rejected. Every move out of
+/// `created` is a compare-and-set (see `lifecycle`). The ends other than
+/// `paid` release the (sale, user) uniqueness, so the buyer may buy again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize)]
 #[sea_orm(rs_type = "String", db_type = "Text")]
 #[serde(rename_all = "lowercase")]

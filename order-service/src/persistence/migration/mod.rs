@@ -2,12 +2,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_create_orders;
+mod m20250401_000001_lifecycle;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250101_000001_create_orders::Migration)]
+        vec![
+            Box::new(m20250101_000001_create_orders::Migration),
+            Box::new(m20250401_000001_lifecycle::Migration),
+        ]
     }
 }

@@ -1,0 +1,467 @@
+//! The order's life after `created`: paid, cancelled or expired.
+//!
+//! Every transition is one compare-and-set, `UPDATE orders SET status = ...
+//! WHERE order_id = $1 AND status = 'created'`, so of a concurrent pay,
+//! cancel and expiry exactly one wins; the others find nothing to update.
+//! Each winner writes its event (`OrderPaid`, `OrderCancelled`,
+//! `OrderExpired`) to the outbox in the same transaction (see `outbox`).
+//!
+//! Paying calls the provider *outside* any transaction (no row lock is held
+//! across a network call), then records the result and moves the order in
+//! one transaction. If the order stopped being payable meanwhile, the money
+//! is given back: the payment is recorded `refund_pending`, refunded, then
+//! `refunded` (a failed refund is retried by the expiry worker).
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, Statement, TransactionTrait, Value,
+};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+use seckill_common::events::{Event, OrderRef, Paid};
+
+use crate::outbox;
+use crate::payment::{Charge, PaymentError, Payments};
+use crate::persistence::{order, OrderStatus};
+use crate::routes::OrderView;
+
+/// An idempotency key: 1-128 printable ASCII characters.
+pub fn valid_idempotency_key(key: &str) -> bool {
+    (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Most orders one user listing returns, newest first.
+pub const LIST_LIMIT: u64 = 100;
+
+/// An HTTP answer that can be stored with a payment and replayed verbatim
+/// to a repeat of the same request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    fn ok(body: serde_json::Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+        }
+    }
+
+    fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({"error": {"code": code, "message": message.into()}}),
+        }
+    }
+
+    fn not_found() -> Self {
+        Self::error(StatusCode::NOT_FOUND, "order_not_found", "no such order")
+    }
+
+    fn not_payable(status: &str) -> Self {
+        Self::error(
+            StatusCode::CONFLICT,
+            "order_not_payable",
+            format!("the order is {status}; only an unpaid order within its payment window can be paid"),
+        )
+    }
+}
+
+pub struct Lifecycle {
+    pub db: DatabaseConnection,
+    pub payments: Payments,
+    /// Where lifecycle events go (`order-events`).
+    pub topic: String,
+    /// Wakes the outbox relay after a commit that wrote to the outbox.
+    pub wake: Arc<Notify>,
+}
+
+const FIND_PAYMENT: &str = "SELECT status, response_status, response_body FROM payments \
+     WHERE order_id = $1 AND idempotency_key = $2";
+const LOCK_PAYMENT: &str = "SELECT status, response_status, response_body FROM payments \
+     WHERE order_id = $1 AND idempotency_key = $2 FOR UPDATE";
+const START_PAYMENT: &str = "INSERT INTO payments (order_id, idempotency_key, amount_cents, status) \
+     VALUES ($1, $2, $3, 'pending') ON CONFLICT (order_id, idempotency_key) DO NOTHING";
+const FINISH_PAYMENT: &str = "UPDATE payments SET status = $3, payment_ref = $4, decline_reason = $5, \
+     response_status = $6, response_body = $7, updated_at = now() \
+     WHERE order_id = $1 AND idempotency_key = $2";
+/// The payment window is a hard deadline: past it a payment loses even if
+/// the expiry worker has not got to the order yet.
+const MARK_PAID: &str = "UPDATE orders SET status = 'paid', payment_ref = $2, paid_at = now(), \
+     updated_at = now() WHERE order_id = $1 AND status = 'created' AND expires_at > now()";
+const MARK_REFUNDED: &str = "UPDATE payments SET status = 'refunded', updated_at = now() \
+     WHERE order_id = $1 AND idempotency_key = $2 AND status = 'refund_pending'";
+const CANCEL: &str = "UPDATE orders SET status = 'cancelled', updated_at = now() \
+     WHERE order_id = $1 AND user_id = $2 AND status = 'created'";
+/// Claims due orders with SKIP LOCKED, so replicas never wait for or
+/// expire the same rows, and a row a payment is updating is left to it.
+const EXPIRE: &str = r#"
+WITH due AS (
+    SELECT order_id FROM orders
+     WHERE status = 'created' AND expires_at <= now()
+     ORDER BY expires_at LIMIT $1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE orders o SET status = 'expired', updated_at = now()
+  FROM due WHERE o.order_id = due.order_id AND o.status = 'created'
+RETURNING o.order_id, o.sale_id, o.user_id, o.quantity"#;
+const REFUNDS_DUE: &str = "SELECT order_id, idempotency_key, payment_ref, amount_cents \
+     FROM payments WHERE status = 'refund_pending' AND updated_at < now() - interval '5 seconds' \
+     ORDER BY updated_at LIMIT 50";
+
+/// A stored payment attempt.
+struct Attempt {
+    status: String,
+    answer: Option<Answer>,
+}
+
+fn attempt(row: &QueryResult) -> Result<Attempt, DbErr> {
+    let status: String = row.try_get("", "status")?;
+    let code: Option<i16> = row.try_get("", "response_status")?;
+    let body: Option<serde_json::Value> = row.try_get("", "response_body")?;
+    let answer = match (code, body) {
+        (Some(code), Some(body)) => Some(Answer {
+            status: u16::try_from(code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        }),
+        _ => None,
+    };
+    Ok(Attempt { status, answer })
+}
+
+fn statement(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// What events say about an order, from its row.
+fn order_ref(
+    order_id: &str,
+    sale_id: &str,
+    user_id: &str,
+    quantity: i32,
+) -> Result<OrderRef, DbErr> {
+    let bad = |what: &str| DbErr::Custom(format!("order {order_id} has an invalid {what}"));
+    Ok(OrderRef {
+        order_id: OrderId::parse(order_id).map_err(|_| bad("id"))?,
+        sale_id: SaleId::parse(sale_id).map_err(|_| bad("sale id"))?,
+        user_id: UserId::parse(user_id).map_err(|_| bad("user id"))?,
+        quantity: Quantity::parse(i64::from(quantity)).map_err(|_| bad("quantity"))?,
+    })
+}
+
+impl Lifecycle {
+    async fn find(&self, order_id: &OrderId) -> Result<Option<order::Model>, DbErr> {
+        order::Entity::find_by_id(order_id.to_string())
+            .one(&self.db)
+            .await
+    }
+
+    /// Pays `order_id` for its owner. Idempotent on `key`: once an attempt
+    /// has a final answer, every repeat gets exactly that answer, and the
+    /// provider is never asked again.
+    pub async fn pay(
+        &self,
+        order_id: &OrderId,
+        user: &UserId,
+        key: &str,
+    ) -> Result<Answer, DbErr> {
+        let Some(order) = self
+            .find(order_id)
+            .await?
+            .filter(|o| o.user_id == user.as_str())
+        else {
+            return Ok(Answer::not_found());
+        };
+        let id = order.order_id.clone();
+        let found = self
+            .db
+            .query_one(statement(FIND_PAYMENT, vec![id.clone().into(), key.into()]))
+            .await?;
+        let previous = found.as_ref().map(attempt).transpose()?;
+        if let Some(answer) = previous.as_ref().and_then(|a| a.answer.clone()) {
+            return Ok(answer);
+        }
+        let payable = order.status == OrderStatus::Created
+            && order.expires_at.is_some_and(|at| at > chrono::Utc::now());
+        if !payable {
+            let answer = Answer::not_payable(if order.status == OrderStatus::Created {
+                "past its payment window"
+            } else {
+                order.status.as_str()
+            });
+            if previous.is_some() {
+                // An attempt whose outcome was never learnt (a timeout) is closed
+                // with this answer; nothing is charged for an order past payment.
+                self.finish(&self.db, &id, key, "declined", None, Some("order_not_payable"), &answer)
+                    .await?;
+            }
+            return Ok(answer);
+        }
+        self.db
+            .execute(statement(
+                START_PAYMENT,
+                vec![id.clone().into(), key.into(), order.amount_cents.into()],
+            ))
+            .await?;
+
+        let charged = self
+            .payments
+            .charge(Charge {
+                order_id: &id,
+                amount_cents: order.amount_cents,
+                idempotency_key: key,
+            })
+            .await;
+        match charged {
+            Ok(reference) => self.settle(&order, key, &reference).await,
+            Err(PaymentError::Declined(reason)) => {
+                let answer = Answer::error(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_declined",
+                    format!("the payment was declined ({reason}); the order can still be paid until it expires"),
+                );
+                let txn = self.db.begin().await?;
+                if let Some(stored) = self.lock_final(&txn, &id, key).await? {
+                    return Ok(stored);
+                }
+                self.finish(&txn, &id, key, "declined", None, Some(&reason), &answer)
+                    .await?;
+                txn.commit().await?;
+                Ok(answer)
+            }
+            // Unknown outcome: not final, so a repeat with the same key asks
+            // the provider again (which is idempotent on the key).
+            Err(PaymentError::Timeout) => Ok(Answer::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "payment_timeout",
+                "the payment provider did not answer in time; retry with the same Idempotency-Key",
+            )),
+        }
+    }
+
+    /// Records a successful charge: the order becomes paid and the payment
+    /// succeeded, together; or, if the order stopped being payable, the
+    /// payment is refunded.
+    async fn settle(
+        &self,
+        order: &order::Model,
+        key: &str,
+        reference: &str,
+    ) -> Result<Answer, DbErr> {
+        let id = order.order_id.as_str();
+        let txn = self.db.begin().await?;
+        // A concurrent request with the same key may have settled it already:
+        // it got the same reference, so there is nothing to do twice.
+        if let Some(stored) = self.lock_final(&txn, id, key).await? {
+            return Ok(stored);
+        }
+        let won = txn
+            .execute(statement(MARK_PAID, vec![id.into(), reference.into()]))
+            .await?
+            .rows_affected()
+            == 1;
+        if !won {
+            let now = order::Entity::find_by_id(id).one(&txn).await?;
+            let status = now.as_ref().map_or("gone", |o| o.status.as_str());
+            let answer = Answer::not_payable(if status == "created" {
+                "past its payment window"
+            } else {
+                status
+            });
+            self.finish(&txn, id, key, "refund_pending", Some(reference), None, &answer)
+                .await?;
+            txn.commit().await?;
+            tracing::warn!(order_id = id, status, payment_ref = reference, "payment arrived after the order stopped being payable; refunding");
+            match self.payments.refund(reference, order.amount_cents).await {
+                Ok(()) => {
+                    self.db
+                        .execute(statement(MARK_REFUNDED, vec![id.into(), key.into()]))
+                        .await?;
+                }
+                Err(error) => {
+                    tracing::warn!(order_id = id, %error, "refund failed; the expiry worker retries it")
+                }
+            }
+            return Ok(answer);
+        }
+        let paid = order::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound(format!("order {id}")))?;
+        let answer = Answer::ok(serde_json::to_value(OrderView::from(paid.clone())).unwrap_or_default());
+        self.finish(&txn, id, key, "succeeded", Some(reference), None, &answer)
+            .await?;
+        let event = Event::OrderPaid(Paid {
+            order: order_ref(&paid.order_id, &paid.sale_id, &paid.user_id, paid.quantity)?,
+            payment_ref: reference.to_owned(),
+            amount_cents: paid.amount_cents,
+        });
+        outbox::enqueue(&txn, &self.topic, event).await?;
+        txn.commit().await?;
+        self.wake.notify_one();
+        tracing::info!(order_id = id, payment_ref = reference, "order paid");
+        Ok(answer)
+    }
+
+    /// Locks the attempt's row; returns its answer if it is already final.
+    async fn lock_final(
+        &self,
+        txn: &impl ConnectionTrait,
+        order_id: &str,
+        key: &str,
+    ) -> Result<Option<Answer>, DbErr> {
+        let row = txn
+            .query_one(statement(LOCK_PAYMENT, vec![order_id.into(), key.into()]))
+            .await?;
+        let previous = row.as_ref().map(attempt).transpose()?;
+        Ok(previous
+            .filter(|a| a.status != "pending")
+            .and_then(|a| a.answer))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        db: &impl ConnectionTrait,
+        order_id: &str,
+        key: &str,
+        status: &str,
+        reference: Option<&str>,
+        decline_reason: Option<&str>,
+        answer: &Answer,
+    ) -> Result<(), DbErr> {
+        db.execute(statement(
+            FINISH_PAYMENT,
+            vec![
+                order_id.into(),
+                key.into(),
+                status.into(),
+                reference.map(str::to_owned).into(),
+                decline_reason.map(str::to_owned).into(),
+                i16::try_from(answer.status.as_u16()).unwrap_or(500).into(),
+                answer.body.clone().into(),
+            ],
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// Cancels an unpaid order for its owner. Cancelling a cancelled order
+    /// answers as the first time did.
+    pub async fn cancel(&self, order_id: &OrderId, user: &UserId) -> Result<Answer, DbErr> {
+        let id = order_id.to_string();
+        let txn = self.db.begin().await?;
+        let won = txn
+            .execute(statement(CANCEL, vec![id.clone().into(), user.as_str().into()]))
+            .await?
+            .rows_affected()
+            == 1;
+        let current = order::Entity::find_by_id(id.as_str()).one(&txn).await?;
+        let Some(current) = current.filter(|o| o.user_id == user.as_str()) else {
+            txn.rollback().await?;
+            return Ok(Answer::not_found());
+        };
+        if won {
+            let event = Event::OrderCancelled(order_ref(
+                &current.order_id,
+                &current.sale_id,
+                &current.user_id,
+                current.quantity,
+            )?);
+            outbox::enqueue(&txn, &self.topic, event).await?;
+        }
+        txn.commit().await?;
+        if won {
+            self.wake.notify_one();
+            tracing::info!(order_id = %order_id, "order cancelled");
+        }
+        if current.status != OrderStatus::Cancelled {
+            return Ok(Answer::error(
+                StatusCode::CONFLICT,
+                "order_not_cancellable",
+                format!("the order is {}; only an unpaid order can be cancelled", current.status.as_str()),
+            ));
+        }
+        Ok(Answer::ok(
+            serde_json::to_value(OrderView::from(current)).unwrap_or_default(),
+        ))
+    }
+
+    /// Expires up to `batch` orders past their payment window, with their
+    /// events, in one transaction. Returns how many.
+    pub async fn expire_due(&self, batch: u32) -> Result<usize, DbErr> {
+        let txn = self.db.begin().await?;
+        let rows = txn
+            .query_all(statement(EXPIRE, vec![i64::from(batch).into()]))
+            .await?;
+        for row in &rows {
+            let order = order_ref(
+                &row.try_get::<String>("", "order_id")?,
+                &row.try_get::<String>("", "sale_id")?,
+                &row.try_get::<String>("", "user_id")?,
+                row.try_get("", "quantity")?,
+            )?;
+            outbox::enqueue(&txn, &self.topic, Event::OrderExpired(order)).await?;
+        }
+        txn.commit().await?;
+        if !rows.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(rows.len())
+    }
+
+    /// Retries refunds that failed when they were first attempted.
+    pub async fn retry_refunds(&self) -> Result<usize, DbErr> {
+        let due = self.db.query_all(statement(REFUNDS_DUE, vec![])).await?;
+        let mut done = 0;
+        for row in &due {
+            let order_id: String = row.try_get("", "order_id")?;
+            let key: String = row.try_get("", "idempotency_key")?;
+            let reference: String = row.try_get("", "payment_ref")?;
+            let amount: i64 = row.try_get("", "amount_cents")?;
+            match self.payments.refund(&reference, amount).await {
+                Ok(()) => {
+                    self.db
+                        .execute(statement(MARK_REFUNDED, vec![order_id.into(), key.into()]))
+                        .await?;
+                    done += 1;
+                }
+                Err(error) => tracing::warn!(payment_ref = reference, %error, "refund failed again"),
+            }
+        }
+        Ok(done)
+    }
+
+    /// The user's orders, newest first.
+    pub async fn list(&self, user: &UserId) -> Result<Vec<order::Model>, DbErr> {
+        order::Entity::find()
+            .filter(order::Column::UserId.eq(user.as_str()))
+            .order_by_desc(order::Column::CreatedAt)
+            .limit(LIST_LIMIT)
+            .all(&self.db)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_bounded_printable_ascii() {
+        assert!(valid_idempotency_key("a"));
+        assert!(valid_idempotency_key(&"k".repeat(128)));
+        for bad in ["", " ", "a b", "ключ", &"k".repeat(129)] {
+            assert!(!valid_idempotency_key(bad), "{bad:?}");
+        }
+    }
+}
