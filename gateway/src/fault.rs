@@ -8,14 +8,15 @@
 //!   order: the window in which only reconciliation can return the stock.
 use std::sync::LazyLock;
 
-static CRASH_AFTER_RESERVE: LazyLock<bool> = LazyLock::new(|| {
-    std::env::var("SECKILL_FAULT__CRASH_AFTER_RESERVE").is_ok_and(|v| v == "1")
-});
+static CRASH_AFTER_RESERVE: LazyLock<bool> =
+    LazyLock::new(|| std::env::var("SECKILL_FAULT__CRASH_AFTER_RESERVE").is_ok_and(|v| v == "1"));
 
 /// Dies like a `kill -9` between the Lua step and the produce, if enabled.
 pub fn crash_after_reserve() {
     if *CRASH_AFTER_RESERVE {
-        tracing::error!("fault hook SECKILL_FAULT__CRASH_AFTER_RESERVE: aborting after the reservation");
+        tracing::error!(
+            "fault hook SECKILL_FAULT__CRASH_AFTER_RESERVE: aborting after the reservation"
+        );
         std::process::abort();
     }
 }

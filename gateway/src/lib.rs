@@ -5,9 +5,9 @@
 //! before the client hears 202. Everything after that is asynchronous.
 pub mod auth;
 pub mod configuration;
+pub mod fault;
 pub mod limits;
 pub mod metrics;
-pub mod fault;
 pub mod purchase;
 pub mod purchase_token;
 pub mod routes;

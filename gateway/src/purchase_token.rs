@@ -103,7 +103,10 @@ mod tests {
     }
 
     fn ids() -> (SaleId, UserId) {
-        (SaleId::parse("s1").unwrap(), UserId::parse("alice").unwrap())
+        (
+            SaleId::parse("s1").unwrap(),
+            UserId::parse("alice").unwrap(),
+        )
     }
 
     #[test]

@@ -39,7 +39,10 @@ impl From<UpstreamError> for ApiError {
         match e {
             // The one server error a client acts on: the payment's outcome is
             // unknown, and repeating with the same Idempotency-Key resolves it.
-            UpstreamError::Status { status, .. } if status == StatusCode::GATEWAY_TIMEOUT => {
+            UpstreamError::Status { status, body, .. }
+                if status == StatusCode::GATEWAY_TIMEOUT
+                    && body["error"]["code"] == "payment_timeout" =>
+            {
                 ApiError::new(
                     actix_web::http::StatusCode::GATEWAY_TIMEOUT,
                     "payment_timeout",

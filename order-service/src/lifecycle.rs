@@ -68,7 +68,9 @@ impl Answer {
         Self::error(
             StatusCode::CONFLICT,
             "order_not_payable",
-            format!("the order is {status}; only an unpaid order within its payment window can be paid"),
+            format!(
+                "the order is {status}; only an unpaid order within its payment window can be paid"
+            ),
         )
     }
 }
@@ -86,9 +88,11 @@ const FIND_PAYMENT: &str = "SELECT status, response_status, response_body FROM p
      WHERE order_id = $1 AND idempotency_key = $2";
 const LOCK_PAYMENT: &str = "SELECT status, response_status, response_body FROM payments \
      WHERE order_id = $1 AND idempotency_key = $2 FOR UPDATE";
-const START_PAYMENT: &str = "INSERT INTO payments (order_id, idempotency_key, amount_cents, status) \
+const START_PAYMENT: &str =
+    "INSERT INTO payments (order_id, idempotency_key, amount_cents, status) \
      VALUES ($1, $2, $3, 'pending') ON CONFLICT (order_id, idempotency_key) DO NOTHING";
-const FINISH_PAYMENT: &str = "UPDATE payments SET status = $3, payment_ref = $4, decline_reason = $5, \
+const FINISH_PAYMENT: &str =
+    "UPDATE payments SET status = $3, payment_ref = $4, decline_reason = $5, \
      response_status = $6, response_body = $7, updated_at = now() \
      WHERE order_id = $1 AND idempotency_key = $2";
 /// The payment window is a hard deadline: past it a payment loses even if
@@ -168,12 +172,7 @@ impl Lifecycle {
     /// Pays `order_id` for its owner. Idempotent on `key`: once an attempt
     /// has a final answer, every repeat gets exactly that answer, and the
     /// provider is never asked again.
-    pub async fn pay(
-        &self,
-        order_id: &OrderId,
-        user: &UserId,
-        key: &str,
-    ) -> Result<Answer, DbErr> {
+    pub async fn pay(&self, order_id: &OrderId, user: &UserId, key: &str) -> Result<Answer, DbErr> {
         let Some(order) = self
             .find(order_id)
             .await?
@@ -201,8 +200,16 @@ impl Lifecycle {
             if previous.is_some() {
                 // An attempt whose outcome was never learnt (a timeout) is closed
                 // with this answer; nothing is charged for an order past payment.
-                self.finish(&self.db, &id, key, "declined", None, Some("order_not_payable"), &answer)
-                    .await?;
+                self.finish(
+                    &self.db,
+                    &id,
+                    key,
+                    "declined",
+                    None,
+                    Some("order_not_payable"),
+                    &answer,
+                )
+                .await?;
             }
             return Ok(answer);
         }
@@ -277,10 +284,23 @@ impl Lifecycle {
             } else {
                 status
             });
-            self.finish(&txn, id, key, "refund_pending", Some(reference), None, &answer)
-                .await?;
+            self.finish(
+                &txn,
+                id,
+                key,
+                "refund_pending",
+                Some(reference),
+                None,
+                &answer,
+            )
+            .await?;
             txn.commit().await?;
-            tracing::warn!(order_id = id, status, payment_ref = reference, "payment arrived after the order stopped being payable; refunding");
+            tracing::warn!(
+                order_id = id,
+                status,
+                payment_ref = reference,
+                "payment arrived after the order stopped being payable; refunding"
+            );
             match self.payments.refund(reference, order.amount_cents).await {
                 Ok(()) => {
                     self.db
@@ -297,7 +317,8 @@ impl Lifecycle {
             .one(&txn)
             .await?
             .ok_or_else(|| DbErr::RecordNotFound(format!("order {id}")))?;
-        let answer = Answer::ok(serde_json::to_value(OrderView::from(paid.clone())).unwrap_or_default());
+        let answer =
+            Answer::ok(serde_json::to_value(OrderView::from(paid.clone())).unwrap_or_default());
         self.finish(&txn, id, key, "succeeded", Some(reference), None, &answer)
             .await?;
         let event = Event::OrderPaid(Paid {
@@ -361,7 +382,10 @@ impl Lifecycle {
         let id = order_id.to_string();
         let txn = self.db.begin().await?;
         let won = txn
-            .execute(statement(CANCEL, vec![id.clone().into(), user.as_str().into()]))
+            .execute(statement(
+                CANCEL,
+                vec![id.clone().into(), user.as_str().into()],
+            ))
             .await?
             .rows_affected()
             == 1;
@@ -388,7 +412,10 @@ impl Lifecycle {
             return Ok(Answer::error(
                 StatusCode::CONFLICT,
                 "order_not_cancellable",
-                format!("the order is {}; only an unpaid order can be cancelled", current.status.as_str()),
+                format!(
+                    "the order is {}; only an unpaid order can be cancelled",
+                    current.status.as_str()
+                ),
             ));
         }
         Ok(Answer::ok(
@@ -435,7 +462,9 @@ impl Lifecycle {
                         .await?;
                     done += 1;
                 }
-                Err(error) => tracing::warn!(payment_ref = reference, %error, "refund failed again"),
+                Err(error) => {
+                    tracing::warn!(payment_ref = reference, %error, "refund failed again")
+                }
             }
         }
         Ok(done)

@@ -62,9 +62,12 @@ impl Payments {
     }
 
     pub async fn refund(&self, payment_ref: &str, amount_cents: i64) -> Result<(), PaymentError> {
-        tokio::time::timeout(self.timeout, self.provider.refund(payment_ref, amount_cents))
-            .await
-            .unwrap_or(Err(PaymentError::Timeout))
+        tokio::time::timeout(
+            self.timeout,
+            self.provider.refund(payment_ref, amount_cents),
+        )
+        .await
+        .unwrap_or(Err(PaymentError::Timeout))
     }
 }
 

@@ -22,7 +22,9 @@ impl DeadLetter {
     }
 
     pub fn source_topic(&self) -> &str {
-        self.headers.get("dlq.source.topic").map_or("", String::as_str)
+        self.headers
+            .get("dlq.source.topic")
+            .map_or("", String::as_str)
     }
 }
 

@@ -206,7 +206,11 @@ pub async fn every_accepted_order_persisted_once(stack: &Stack, accepted: &[Stri
     // Primary keys make more impossible; say so loudly if that ever changes.
     assert_eq!((orders, reservations), (want, want), "duplicate rows");
     let distinct: BTreeSet<&String> = accepted.iter().collect();
-    assert_eq!(distinct.len(), accepted.len(), "an order id was answered 202 twice");
+    assert_eq!(
+        distinct.len(),
+        accepted.len(),
+        "an order id was answered 202 twice"
+    );
 
     // The two databases agree on each accepted order.
     let reserved = pairs(

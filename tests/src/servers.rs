@@ -123,7 +123,10 @@ impl PrivatePostgres {
             move || {
                 std::fs::create_dir_all(base.join("sock")).expect("pg dir");
                 if is_root() {
-                    run("chown", &["-R", "postgres:postgres", &base.display().to_string()]);
+                    run(
+                        "chown",
+                        &["-R", "postgres:postgres", &base.display().to_string()],
+                    );
                 }
                 as_postgres(
                     &bin.join("initdb"),
@@ -169,7 +172,9 @@ impl PrivatePostgres {
         tokio::task::spawn_blocking(move || {
             as_postgres(
                 &ctl,
-                &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "60", "start"],
+                &[
+                    "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "60", "start",
+                ],
             )
         })
         .await
@@ -208,7 +213,8 @@ fn pg_bin_dir() -> PathBuf {
             .and_then(|n| n.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    dirs.pop().expect("a postgresql server under /usr/lib/postgresql")
+    dirs.pop()
+        .expect("a postgresql server under /usr/lib/postgresql")
 }
 
 fn is_root() -> bool {

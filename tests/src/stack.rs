@@ -336,9 +336,7 @@ impl Stack {
     /// Asks for a reconciliation (`POST /api/v1/admin/reconcile`). `None`
     /// when this build has no such route yet.
     pub async fn reconcile(&self) -> Option<(u16, Value)> {
-        let (status, body) = self
-            .admin_post("/api/v1/admin/reconcile", json!({}))
-            .await;
+        let (status, body) = self.admin_post("/api/v1/admin/reconcile", json!({})).await;
         let no_route = status == 404 && body["error"]["code"] == "not_found";
         (!no_route).then_some((status, body))
     }

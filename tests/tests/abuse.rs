@@ -12,7 +12,7 @@ use gateway::purchase_token::PurchaseTokens;
 use seckill_common::domain::{SaleId, UserId};
 use seckill_common::settings::Secret;
 use seckill_tests::stack::{ADMIN_TOKEN, JWT_SECRET};
-use seckill_tests::{Stack, StackOptions};
+use seckill_tests::{wait_until, Stack, StackOptions};
 
 /// Restarts the stack's gateway with `vars` set (blocking bits off the runtime).
 async fn restart_gateway_with(stack: &mut Stack, vars: &[(&str, &str)]) {
@@ -44,7 +44,11 @@ async fn fire(stack: &Stack, sale: &str, tokens: &[String]) -> Vec<(u16, Value, 
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        (status, response.json().await.unwrap_or(Value::Null), retry_after)
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            retry_after,
+        )
     });
     futures::future::join_all(requests).await
 }
@@ -84,13 +88,39 @@ async fn rate_limits_per_user_per_client_and_global_answer_429_with_retry_after(
             assert_eq!(body["error"]["code"], "rate_limited", "{body}");
             let message = body["error"]["message"].as_str().unwrap_or_default();
             assert!(message.starts_with(scope), "{scope}: {message}");
-            assert!(retry_after.is_some_and(|s| s >= 1), "Retry-After: {retry_after:?}");
+            assert!(
+                retry_after.is_some_and(|s| s >= 1),
+                "Retry-After: {retry_after:?}"
+            );
         }
         sold += answers.iter().filter(|(s, _, _)| *s == 202).count() as i64;
         // A refused request took nothing.
         assert_eq!(stack.redis_stock(&sale).await, 100 - sold, "{scope}");
         assert_eq!(stack.redis_buyers(&sale).await, sold, "{scope}");
     }
+}
+
+fn gateway_port(stack: &Stack) -> u16 {
+    stack
+        .gateway_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port")
+}
+
+/// A purchase whose head arrives but whose body never does (slowloris).
+async fn slow_purchase(stack: &Stack, sale: &str, user: &str) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port(stack)))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/sales/{sale}/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 64\r\n\r\n{{\"quan",
+        stack.token(user)
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    socket
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,21 +131,7 @@ async fn a_request_whose_body_never_arrives_times_out() {
     })
     .await;
     let sale = stack.active_sale(5).await;
-    let port = stack
-        .gateway_url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port");
-    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /api/v1/sales/{sale}/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 64\r\n\r\n{{\"quan",
-        stack.token("slowloris")
-    );
-    socket.write_all(head.as_bytes()).await.expect("write");
+    let mut socket = slow_purchase(&stack, &sale, "slowloris").await;
     let started = std::time::Instant::now();
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
@@ -133,7 +149,51 @@ async fn a_request_whose_body_never_arrives_times_out() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(stack.redis_stock(&sale).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_bound_fail_fast_instead_of_queueing() {
+    let stack = Stack::start_with(StackOptions {
+        gateway_env: vec![
+            ("SECKILL_MAX_IN_FLIGHT".into(), "2".into()),
+            ("SECKILL_REQUEST_TIMEOUT_MS".into(), "4000".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let sale = stack.active_sale(5).await;
+    // Two requests that never finish sending hold both slots...
+    let hogs = [
+        slow_purchase(&stack, &sale, "hog-0").await,
+        slow_purchase(&stack, &sale, "hog-1").await,
+    ];
+    // ...so any other request is refused at once rather than queued.
+    let path = format!("/api/v1/sales/{sale}");
+    let (took, body) = wait_until(
+        "the in-flight bound to refuse a request",
+        Duration::from_secs(3),
+        || async {
+            let started = std::time::Instant::now();
+            let (status, body) = stack.get(&path, None).await;
+            (status == 503).then(|| (started.elapsed(), body))
+        },
+    )
+    .await;
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    assert!(took < Duration::from_millis(500), "refused in {took:?}");
+    drop(hogs);
+    // The slots come back (the hogs time out at the latest), and nothing was taken.
+    wait_until(
+        "the slots to be free again",
+        Duration::from_secs(10),
+        || async { (stack.get(&path, None).await.0 == 200).then_some(()) },
+    )
+    .await;
     assert_eq!(stack.redis_stock(&sale).await, 5);
 }
 
@@ -189,11 +249,19 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
     let bob = stack.token("bob");
 
     let (status, view) = stack.get(&format!("/api/v1/sales/{sale}"), None).await;
-    assert_eq!((status, &view["require_purchase_token"]), (200, &json!(true)), "{view}");
+    assert_eq!(
+        (status, &view["require_purchase_token"]),
+        (200, &json!(true)),
+        "{view}"
+    );
 
     // A bot firing the order endpoint blind is refused, and takes nothing.
     let (status, body) = purchase_with(&stack, &alice, &sale, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("purchase_token_required")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("purchase_token_required")),
+        "{body}"
+    );
 
     let (status, issued) = fetch_purchase_token(&stack, &alice, &sale).await;
     assert_eq!(status, 200, "{issued}");
@@ -204,9 +272,17 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
 
     // Bound to its user and its sale; forged or expired ones do not pass.
     let (status, body) = purchase_with(&stack, &bob, &sale, Some(&alices)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("invalid_purchase_token")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("invalid_purchase_token")),
+        "{body}"
+    );
     let (status, body) = purchase_with(&stack, &alice, &sale, Some(&alices_other_sale)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("invalid_purchase_token")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("invalid_purchase_token")),
+        "{body}"
+    );
     let sale_id = SaleId::parse(&sale).expect("sale id");
     let alice_id = UserId::parse("alice").expect("user");
     let now = u64::try_from(Utc::now().timestamp()).expect("now");
@@ -216,9 +292,17 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
         .issue(&sale_id, &alice_id, now);
     for bad in [expired.as_str(), forged.as_str(), "garbage", ""] {
         let (status, body) = purchase_with(&stack, &alice, &sale, Some(bad)).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("invalid_purchase_token")), "{bad}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("invalid_purchase_token")),
+            "{bad}: {body}"
+        );
     }
-    assert_eq!(stack.redis_stock(&sale).await, 10, "no refused request took stock");
+    assert_eq!(
+        stack.redis_stock(&sale).await,
+        10,
+        "no refused request took stock"
+    );
     assert_eq!(stack.redis_buyers(&sale).await, 0);
 
     // With her own token, Alice buys.
@@ -229,16 +313,31 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
     // Tokens are handed out only shortly before the start, never long ahead.
     let later = sale_with_token(&stack, 3600).await;
     let (status, body) = fetch_purchase_token(&stack, &alice, &later).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("sale_not_started")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("sale_not_started")),
+        "{body}"
+    );
     let soon = sale_with_token(&stack, 30).await;
     let (status, issued) = fetch_purchase_token(&stack, &alice, &soon).await;
     assert_eq!(status, 200, "within the lead time: {issued}");
     let early = issued["purchase_token"].as_str().expect("token");
     let (status, body) = purchase_with(&stack, &alice, &soon, Some(early)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("sale_not_started")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("sale_not_started")),
+        "{body}"
+    );
     let (status, body) = fetch_purchase_token(&stack, &alice, "no-such-sale").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("sale_not_found")), "{body}");
-    assert_eq!(fetch_purchase_token(&stack, "not.a.jwt", &sale).await.0, 401);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("sale_not_found")),
+        "{body}"
+    );
+    assert_eq!(
+        fetch_purchase_token(&stack, "not.a.jwt", &sale).await.0,
+        401
+    );
 }
 
 fn jwt(claims: Value, alg: Algorithm) -> String {
@@ -261,16 +360,56 @@ async fn jwt_algorithm_is_pinned_and_exp_and_nbf_allow_only_a_small_skew() {
     // Authentication passes when the answer is 404 order_not_found.
     let path = "/api/v1/orders/no-such-sale.0190";
     let cases = [
-        ("valid", json!({"sub": "u", "exp": now + 60}), Algorithm::HS256, 404),
-        ("nbf in the past", json!({"sub": "u", "exp": now + 60, "nbf": now - 10}), Algorithm::HS256, 404),
-        ("nbf within the skew", json!({"sub": "u", "exp": now + 60, "nbf": now + 2}), Algorithm::HS256, 404),
-        ("nbf beyond the skew", json!({"sub": "u", "exp": now + 600, "nbf": now + 300}), Algorithm::HS256, 401),
-        ("exp within the skew", json!({"sub": "u", "exp": now - 2}), Algorithm::HS256, 404),
-        ("exp beyond the skew", json!({"sub": "u", "exp": now - 60}), Algorithm::HS256, 401),
+        (
+            "valid",
+            json!({"sub": "u", "exp": now + 60}),
+            Algorithm::HS256,
+            404,
+        ),
+        (
+            "nbf in the past",
+            json!({"sub": "u", "exp": now + 60, "nbf": now - 10}),
+            Algorithm::HS256,
+            404,
+        ),
+        (
+            "nbf within the skew",
+            json!({"sub": "u", "exp": now + 60, "nbf": now + 2}),
+            Algorithm::HS256,
+            404,
+        ),
+        (
+            "nbf beyond the skew",
+            json!({"sub": "u", "exp": now + 600, "nbf": now + 300}),
+            Algorithm::HS256,
+            401,
+        ),
+        (
+            "exp within the skew",
+            json!({"sub": "u", "exp": now - 2}),
+            Algorithm::HS256,
+            404,
+        ),
+        (
+            "exp beyond the skew",
+            json!({"sub": "u", "exp": now - 60}),
+            Algorithm::HS256,
+            401,
+        ),
         ("no exp", json!({"sub": "u"}), Algorithm::HS256, 401),
         ("no sub", json!({"exp": now + 60}), Algorithm::HS256, 401),
-        ("invalid sub", json!({"sub": "a b", "exp": now + 60}), Algorithm::HS256, 401),
-        ("other algorithm, same secret", json!({"sub": "u", "exp": now + 60}), Algorithm::HS512, 401),
+        (
+            "invalid sub",
+            json!({"sub": "a b", "exp": now + 60}),
+            Algorithm::HS256,
+            401,
+        ),
+        (
+            "other algorithm, same secret",
+            json!({"sub": "u", "exp": now + 60}),
+            Algorithm::HS512,
+            401,
+        ),
     ];
     for (name, c, alg, want) in cases {
         let (status, body) = stack.get(path, Some(&jwt(claims(c), alg))).await;
@@ -279,7 +418,11 @@ async fn jwt_algorithm_is_pinned_and_exp_and_nbf_allow_only_a_small_skew() {
             assert_eq!(body["error"]["code"], "unauthorized", "{name}: {body}");
         }
     }
-    assert_eq!(stack.get(path, Some(ADMIN_TOKEN)).await.0, 401, "the admin token is no user token");
+    assert_eq!(
+        stack.get(path, Some(ADMIN_TOKEN)).await.0,
+        401,
+        "the admin token is no user token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +438,11 @@ async fn users_cannot_touch_each_others_orders_and_admin_routes_reject_user_toke
     let (_, before) = stack.get(&path, Some(&alice)).await;
 
     let (status, body) = stack.get(&path, Some(&mallory)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("order_not_found")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("order_not_found")),
+        "{body}"
+    );
     for action in ["pay", "cancel"] {
         let response = stack
             .http
@@ -308,16 +455,25 @@ async fn users_cannot_touch_each_others_orders_and_admin_routes_reject_user_toke
             .expect("gateway reachable");
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert!((400..500).contains(&status) && status != 409, "{action} by another user: {status} {body}");
+        assert!(
+            (400..500).contains(&status) && status != 409,
+            "{action} by another user: {status} {body}"
+        );
     }
     let (status, after) = stack.get(&path, Some(&alice)).await;
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["order_id"], before["order_id"]);
-    assert!(["queued", "created"].contains(&after["status"].as_str().unwrap_or_default()), "{after}");
+    assert!(
+        ["queued", "created"].contains(&after["status"].as_str().unwrap_or_default()),
+        "{after}"
+    );
 
     // Admin routes: a user JWT is not the admin token.
     for (path, body) in [
-        ("/api/v1/admin/sales", json!({"name": "x", "stock": 1, "starts_at": Utc::now(), "ends_at": Utc::now() + chrono::Duration::hours(1)})),
+        (
+            "/api/v1/admin/sales",
+            json!({"name": "x", "stock": 1, "starts_at": Utc::now(), "ends_at": Utc::now() + chrono::Duration::hours(1)}),
+        ),
         ("/api/v1/admin/reconcile", json!({})),
     ] {
         let response = stack
@@ -331,7 +487,10 @@ async fn users_cannot_touch_each_others_orders_and_admin_routes_reject_user_toke
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let no_such_route = status == 404 && body["error"]["code"] == "not_found";
-        assert!(no_such_route || (status == 403 && body["error"]["code"] == "forbidden"), "{path}: {status} {body}");
+        assert!(
+            no_such_route || (status == 403 && body["error"]["code"] == "forbidden"),
+            "{path}: {status} {body}"
+        );
     }
     assert_eq!(stack.redis_stock(&sale).await, 4);
 }

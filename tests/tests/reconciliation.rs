@@ -22,7 +22,11 @@ fn options(extra: &[(&str, &str)], private_redis: bool) -> StackOptions {
     env.push(("SECKILL_RECONCILE__GRACE_MS".into(), GRACE_MS.to_string()));
     // Periodic runs would race the on-demand ones whose reports we read.
     env.push(("SECKILL_RECONCILE__INTERVAL_MS".into(), "3600000".into()));
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     StackOptions {
         env,
         private_redis,
@@ -68,26 +72,51 @@ async fn reconciliation_repairs_injected_drift_and_reports_what_it_changed() {
     let ghost = OrderId::new(&SaleId::parse(&sale).expect("sale id"));
     let buyers = format!("seckill:{{{sale}}}:buyers");
     let hash = format!("seckill:{{{sale}}}:sale");
-    let _: i64 = redis_cmd(&stack, redis::cmd("HSET").arg(&buyers).arg("ghost").arg(ghost.to_string())).await;
-    let _: i64 = redis_cmd(&stack, redis::cmd("HINCRBY").arg(&hash).arg("stock").arg(-1 + 3)).await;
+    let _: i64 = redis_cmd(
+        &stack,
+        redis::cmd("HSET")
+            .arg(&buyers)
+            .arg("ghost")
+            .arg(ghost.to_string()),
+    )
+    .await;
+    let _: i64 = redis_cmd(
+        &stack,
+        redis::cmd("HINCRBY").arg(&hash).arg("stock").arg(-1 + 3),
+    )
+    .await;
     assert_eq!(stack.redis_stock(&sale).await, 10);
 
     // Inside the grace period the ghost might still be in flight (the plan's
     // unit tests cover that case); past it, it is an orphan.
     let minted = ghost.created_at().expect("v7 timestamp");
-    wait_until("the ghost to outlive the grace period", Duration::from_secs(10), || async {
-        (Utc::now() - minted > chrono::Duration::milliseconds(GRACE_MS + 100)).then_some(())
-    })
+    wait_until(
+        "the ghost to outlive the grace period",
+        Duration::from_secs(10),
+        || async {
+            (Utc::now() - minted > chrono::Duration::milliseconds(GRACE_MS + 100)).then_some(())
+        },
+    )
     .await;
     let (report, entry) = reconcile(&stack, &sale).await;
-    assert_eq!(entry["orphan_buyers_removed"], json!([ghost.to_string()]), "{report}");
+    assert_eq!(
+        entry["orphan_buyers_removed"],
+        json!([ghost.to_string()]),
+        "{report}"
+    );
     assert_eq!(entry["db_stock_remaining"], 8, "{entry}");
     assert_eq!(entry["redis_stock"], 10, "{entry}");
     assert_eq!(entry["stock_adjustment"], -2, "{entry}");
     assert_eq!(report["changes"], 2, "{report}");
-    assert_eq!(stack.redis_stock(&sale).await, 8, "Redis holds what the database holds");
+    assert_eq!(
+        stack.redis_stock(&sale).await,
+        8,
+        "Redis holds what the database holds"
+    );
     assert_eq!(stack.redis_buyers(&sale).await, 2);
-    let (status, _) = stack.purchase(&stack.token("ghost"), &sale, json!({})).await;
+    let (status, _) = stack
+        .purchase(&stack.token("ghost"), &sale, json!({}))
+        .await;
     assert_eq!(status, 202, "the ghost's purchase record is gone");
 
     // A counter that is too low is raised, to what the database allows.
@@ -95,7 +124,11 @@ async fn reconciliation_repairs_injected_drift_and_reports_what_it_changed() {
         text(&stack.orders_db, &format!("SELECT order_id AS v FROM orders WHERE sale_id = '{sale}' AND user_id = 'ghost' AND status = 'created'")).await
     })
     .await;
-    let _: i64 = redis_cmd(&stack, redis::cmd("HINCRBY").arg(&hash).arg("stock").arg(-4)).await;
+    let _: i64 = redis_cmd(
+        &stack,
+        redis::cmd("HINCRBY").arg(&hash).arg("stock").arg(-4),
+    )
+    .await;
     let (_, entry) = reconcile(&stack, &sale).await;
     assert_eq!(entry["stock_adjustment"], 4, "{entry}");
     assert_eq!(stack.redis_stock(&sale).await, 7);
@@ -105,10 +138,21 @@ async fn reconciliation_repairs_injected_drift_and_reports_what_it_changed() {
     let (_, entry) = reconcile(&stack, &sale).await;
     assert_eq!(entry["buyers_restored"], json!([a]), "{entry}");
     let (status, body) = stack.purchase(&alice, &sale, json!({})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already_purchased")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_purchased"))
+    );
 
     let (report, entry) = reconcile(&stack, &sale).await;
-    assert_eq!((entry["stock_adjustment"].as_i64(), entry["redis_stock"].as_i64(), entry["db_stock_remaining"].as_i64()), (Some(0), Some(7), Some(7)), "{report}");
+    assert_eq!(
+        (
+            entry["stock_adjustment"].as_i64(),
+            entry["redis_stock"].as_i64(),
+            entry["db_stock_remaining"].as_i64()
+        ),
+        (Some(0), Some(7), Some(7)),
+        "{report}"
+    );
     assert_eq!(entry["orphan_buyers_removed"], json!([]));
     assert_eq!(entry["buyers_restored"], json!([]));
     assert!(!ghost_order.is_empty());
@@ -153,21 +197,33 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
     };
 
     // First wave, with Redis emptied in the middle of it.
-    let first = stream::iter(&tokens[..30]).map(purchase).buffer_unordered(10);
+    let first = stream::iter(&tokens[..30])
+        .map(purchase)
+        .buffer_unordered(10);
     let flush = async {
-        wait_until("a few purchases before the flush", Duration::from_secs(30), || async {
-            (stack.redis_buyers(&sale).await >= 5).then_some(())
-        })
+        wait_until(
+            "a few purchases before the flush",
+            Duration::from_secs(30),
+            || async { (stack.redis_buyers(&sale).await >= 5).then_some(()) },
+        )
         .await;
         let _: () = redis_cmd(&stack, &mut redis::cmd("FLUSHALL")).await;
     };
     let (first, ()) = tokio::join!(first.collect::<Vec<(u16, Value)>>(), flush);
 
     // Gone from Redis, the sale sells nothing until it is warmed again.
-    wait_until("the sale to be warmed again", Duration::from_secs(60), || async {
-        let exists: bool = redis_cmd(&stack, redis::cmd("EXISTS").arg(format!("seckill:{{{sale}}}:sale"))).await;
-        exists.then_some(())
-    })
+    wait_until(
+        "the sale to be warmed again",
+        Duration::from_secs(60),
+        || async {
+            let exists: bool = redis_cmd(
+                &stack,
+                redis::cmd("EXISTS").arg(format!("seckill:{{{sale}}}:sale")),
+            )
+            .await;
+            exists.then_some(())
+        },
+    )
     .await;
     let second: Vec<(u16, Value)> = stream::iter(&tokens[30..])
         .map(purchase)
@@ -189,10 +245,16 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
     assert!(unexpected.is_empty(), "{unexpected:?}");
     wait_orders(&stack, &sale, accepted.len() as i64).await;
 
-    let reserved = format!("SELECT count(*) AS n FROM reservations WHERE sale_id = '{sale}' AND status = 'reserved'");
+    let reserved = format!(
+        "SELECT count(*) AS n FROM reservations WHERE sale_id = '{sale}' AND status = 'reserved'"
+    );
     let sold = Stack::count(&stack.inventory_db, &reserved).await;
     let remaining = stack.db_stock(&sale).await;
-    let not_found = first.iter().chain(&second).filter(|(s, _)| *s == 404).count();
+    let not_found = first
+        .iter()
+        .chain(&second)
+        .filter(|(s, _)| *s == 404)
+        .count();
     println!(
         "{} accepted, {not_found} refused while the sale was missing, {sold} sold, {remaining} remaining",
         accepted.len()
@@ -200,12 +262,25 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
     assert!(sold <= STOCK, "oversold: {sold} of {STOCK}");
     assert_eq!(sold + remaining, STOCK, "sold plus remaining is the total");
     assert_eq!(sold, STOCK, "the sale sold out after the warm-up");
-    let created = format!("SELECT count(*) AS n FROM orders WHERE sale_id = '{sale}' AND status = 'created'");
-    assert_eq!(Stack::count(&stack.orders_db, &created).await, sold, "one order per unit sold");
-    wait_until("Redis to agree with the database", Duration::from_secs(30), || async {
-        (stack.redis_stock(&sale).await == remaining && stack.redis_buyers(&sale).await == sold).then_some(())
-    })
+    let created =
+        format!("SELECT count(*) AS n FROM orders WHERE sale_id = '{sale}' AND status = 'created'");
+    assert_eq!(
+        Stack::count(&stack.orders_db, &created).await,
+        sold,
+        "one order per unit sold"
+    );
+    wait_until(
+        "Redis to agree with the database",
+        Duration::from_secs(30),
+        || async {
+            (stack.redis_stock(&sale).await == remaining && stack.redis_buyers(&sale).await == sold)
+                .then_some(())
+        },
+    )
     .await;
     let (_, entry) = reconcile(&stack, &sale).await;
-    assert_eq!(entry["stock_adjustment"], 0, "nothing left to repair: {entry}");
+    assert_eq!(
+        entry["stock_adjustment"], 0,
+        "nothing left to repair: {entry}"
+    );
 }

@@ -27,13 +27,15 @@ pub async fn get_sale(
 ) -> Result<HttpResponse, ApiError> {
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
     let mut redis = state.redis.clone();
-    let hash: HashMap<String, String> =
-        redis_conn::within(state.redis_timeout, redis.hgetall(SaleKeys::new(&sale).sale))
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "redis unavailable");
-                ApiError::unavailable("stock store unavailable")
-            })?;
+    let hash: HashMap<String, String> = redis_conn::within(
+        state.redis_timeout,
+        redis.hgetall(SaleKeys::new(&sale).sale),
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "redis unavailable");
+        ApiError::unavailable("stock store unavailable")
+    })?;
     if let Some(body) = from_redis(&sale, &hash) {
         return Ok(HttpResponse::Ok().json(body));
     }
@@ -83,21 +85,24 @@ pub async fn purchase_token(
     state.limits.check_user(&user)?;
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
     let mut redis = state.redis.clone();
-    let window = redis.hget(SaleKeys::new(&sale).sale, &[field::STARTS_AT, field::ENDS_AT]);
+    let window = redis.hget(
+        SaleKeys::new(&sale).sale,
+        &[field::STARTS_AT, field::ENDS_AT],
+    );
     let (starts_at, ends_at): (Option<i64>, Option<i64>) =
         redis_conn::within(state.redis_timeout, window)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "redis unavailable");
-            ApiError::unavailable("stock store unavailable")
-        })?;
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "redis unavailable");
+                ApiError::unavailable("stock store unavailable")
+            })?;
     let (Some(starts_at), Some(ends_at)) = (starts_at, ends_at) else {
         return Err(sale_not_found());
     };
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
-    let lead_ms = i64::try_from(state.purchase_tokens.lead_secs.saturating_mul(1_000))
-        .unwrap_or(i64::MAX);
+    let lead_ms =
+        i64::try_from(state.purchase_tokens.lead_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
     if now_ms < starts_at.saturating_sub(lead_ms) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -59,10 +59,7 @@ impl CatchUp {
         }
         let committed = self.consumer.committed_offsets(list, timeout)?;
         Ok(watermarks.into_iter().all(|(p, (low, high))| {
-            match committed
-                .find_partition(&self.topic, p)
-                .map(|e| e.offset())
-            {
+            match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(at)) => at >= high,
                 // Nothing committed: caught up only if there is nothing to read.
                 _ => low >= high,

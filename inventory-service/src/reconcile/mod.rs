@@ -262,8 +262,7 @@ impl Reconciler {
 
     async fn is_present(&self, id: &SaleId) -> Result<bool, RedisError> {
         let mut con = self.redis.clone();
-        redis::AsyncCommands::exists(&mut con, seckill_common::stock::SaleKeys::new(id).sale)
-            .await
+        redis::AsyncCommands::exists(&mut con, seckill_common::stock::SaleKeys::new(id).sale).await
     }
 
     async fn unfinished_sales(&self) -> Result<Vec<SaleId>, DbErr> {
@@ -323,8 +322,10 @@ impl Reconciler {
             kind::ORPHAN_BUYER,
             count(|s| s.orphan_buyers_removed.len() as u64),
         );
-        self.metrics
-            .repaired(kind::BUYER_RESTORED, count(|s| s.buyers_restored.len() as u64));
+        self.metrics.repaired(
+            kind::BUYER_RESTORED,
+            count(|s| s.buyers_restored.len() as u64),
+        );
         self.metrics.repaired(
             kind::STOCK_RAISED,
             count(|s| u64::from(s.stock_adjustment > 0)),

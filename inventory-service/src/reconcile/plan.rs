@@ -157,9 +157,18 @@ mod tests {
 
     #[test]
     fn redis_above_the_database_is_lowered_and_below_is_raised() {
-        assert_eq!(plan(&seen(11, 8), Utc::now(), Duration::zero()).stock_delta, -3);
-        assert_eq!(plan(&seen(5, 8), Utc::now(), Duration::zero()).stock_delta, 3);
-        assert_eq!(plan(&seen(-2, 0), Utc::now(), Duration::zero()).stock_delta, 2);
+        assert_eq!(
+            plan(&seen(11, 8), Utc::now(), Duration::zero()).stock_delta,
+            -3
+        );
+        assert_eq!(
+            plan(&seen(5, 8), Utc::now(), Duration::zero()).stock_delta,
+            3
+        );
+        assert_eq!(
+            plan(&seen(-2, 0), Utc::now(), Duration::zero()).stock_delta,
+            2
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub async fn pay(stack: &Stack, token: &str, order: &str, key: &str) -> (u16, Va
 pub async fn cancel(stack: &Stack, token: &str, order: &str) -> (u16, Value) {
     let response = stack
         .http
-        .post(format!("{}/api/v1/orders/{order}/cancel", stack.gateway_url))
+        .post(format!(
+            "{}/api/v1/orders/{order}/cancel",
+            stack.gateway_url
+        ))
         .bearer_auth(token)
         .send()
         .await
@@ -206,9 +209,9 @@ pub async fn read_events(stack: &Stack, topic: &str) -> Vec<seckill_common::even
                 continue;
             };
             let message = message.expect("message");
-            if let Ok(envelope) = seckill_common::events::Envelope::from_json(
-                message.payload().unwrap_or_default(),
-            ) {
+            if let Ok(envelope) =
+                seckill_common::events::Envelope::from_json(message.payload().unwrap_or_default())
+            {
                 out.push(envelope);
             }
             if ends

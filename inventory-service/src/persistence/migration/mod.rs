@@ -10,7 +10,8 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250101_000001_create_tables::Migration),
+        vec![
+            Box::new(m20250101_000001_create_tables::Migration),
             Box::new(m20250301_000001_purchase_token::Migration),
             Box::new(m20250401_000001_lifecycle::Migration),
         ]
