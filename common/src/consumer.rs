@@ -28,6 +28,10 @@ use crate::retry::Backoff;
 use crate::settings::KafkaSettings;
 use crate::shutdown::Shutdown;
 
+/// Longest one handler call may take. A healthy batch takes milliseconds;
+/// every call inside has its own timeout, so this only catches a hang.
+const HANDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One decoded message, with the span its processing runs in: a child of the
 /// producer's span, so one purchase stays one trace across services.
 pub struct Incoming {
@@ -143,10 +147,23 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
         self.close();
     }
 
+    /// One call of the handler, bounded: a dependency that hangs (a network
+    /// that drops packets rather than refusing them) counts as an outage like
+    /// one that refuses, and the batch is retried; handlers are idempotent,
+    /// so abandoning one midway is safe.
+    async fn handle(&self, batch: &[Incoming]) -> Result<(), HandleError> {
+        match tokio::time::timeout(HANDLE_TIMEOUT, self.handler.handle(batch)).await {
+            Ok(result) => result,
+            Err(_) => Err(HandleError::Transient(format!(
+                "handling a batch took longer than {HANDLE_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     async fn process(&self, batch: &[Incoming], shutdown: &Shutdown) -> Outcome {
         let mut attempt = 0;
         loop {
-            match self.handler.handle(batch).await {
+            match self.handle(batch).await {
                 Ok(()) => return Outcome::Done,
                 Err(HandleError::Transient(error)) => {
                     if shutdown.is_triggered() {
@@ -177,7 +194,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
     async fn process_one(&self, message: &Incoming, shutdown: &Shutdown) -> Outcome {
         let (mut failures, mut outages) = (0u32, 0u32);
         loop {
-            match self.handler.handle(std::slice::from_ref(message)).await {
+            match self.handle(std::slice::from_ref(message)).await {
                 Ok(()) => return Outcome::Done,
                 Err(HandleError::Transient(error)) => {
                     if shutdown.is_triggered() {

@@ -293,6 +293,25 @@ pub fn extract_trace_context(headers: Option<&BorrowedHeaders>) -> opentelemetry
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
+/// The span's W3C `traceparent`, to store beside work that is published
+/// later by another task (an outbox row), so that the later produce can
+/// continue the trace with [`context_from_traceparent`]. `None` when the
+/// span has no valid context (telemetry not initialised).
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let mut fields = std::collections::HashMap::new();
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
+    fields.remove("traceparent")
+}
+
+/// The context a stored `traceparent` names: make it the parent of the span
+/// the deferred produce runs in (`span.set_parent(...)`).
+pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
+    let fields =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&fields))
+}
+
 /// Subscribed consumers expose which partitions they own; used in readiness.
 pub fn is_consumer_reachable<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
@@ -301,4 +320,45 @@ pub fn is_consumer_reachable<C: ConsumerContext + 'static>(
     consumer
         .fetch_metadata(None, Timeout::After(timeout))
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn a_stored_traceparent_continues_the_trace() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = context_from_traceparent(stored);
+        let parent = cx.span().span_context().clone();
+        assert_eq!(
+            parent.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(parent.is_sampled());
+
+        let provider = opentelemetry_sdk::trace::TracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let child = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("deferred");
+            span.set_parent(cx);
+            traceparent_of(&span)
+        })
+        .expect("a traceparent");
+        assert!(
+            child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{child}"
+        );
+        assert!(
+            !child.contains("00f067aa0ba902b7"),
+            "a new span id: {child}"
+        );
+    }
 }

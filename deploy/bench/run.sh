@@ -14,7 +14,7 @@
 #   BENCH_DURATION      120     upper bound of each run, seconds
 #   BENCH_USERS         20000   users in the purchase burst, one request each
 #   BENCH_STOCK         10000   stock of that sale: the first half buys, the rest is sold out
-#   BENCH_REQUESTS      $BENCH_USERS  requests of the HTTP-ceiling and sold-out runs
+#   BENCH_REQUESTS      100000  requests of the HTTP-ceiling and sold-out runs (users repeat)
 #   BENCH_PERSIST_ORDERS 50000  users = stock of the persistence run (every one accepted)
 #   BENCH_REDIS_REQUESTS 200000 redis-benchmark requests (-c is BENCH_CONCURRENCY)
 #   BENCH_OUT           target/bench/<UTC time>
@@ -41,7 +41,7 @@ THREADS="${BENCH_THREADS:-1}"
 DURATION="${BENCH_DURATION:-120}"
 USERS="${BENCH_USERS:-20000}"
 STOCK="${BENCH_STOCK:-10000}"
-REQUESTS="${BENCH_REQUESTS:-$USERS}"
+REQUESTS="${BENCH_REQUESTS:-100000}"
 PERSIST_ORDERS="${BENCH_PERSIST_ORDERS:-50000}"
 REDIS_REQUESTS="${BENCH_REDIS_REQUESTS:-200000}"
 OUT="${BENCH_OUT:-$REPO/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -176,17 +176,26 @@ cpu_snapshot() {
     done
     printf 'machine %s\n' "$(machine_ticks)"
 }
-# cpu_report BEFORE AFTER SECONDS: the CPU seconds each process used.
+# children_cpu FILE: CPU seconds (user + system) of this shell's waited-for
+# children so far, into FILE. `times` runs in this shell (no subshell: it
+# would count its own children), and prints the shell's line, then theirs.
+children_cpu() {
+    times >"$1.times"
+    tail -n 1 "$1.times" |
+        awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } print n + 0 }' >"$1"
+}
+# cpu_report BEFORE AFTER SECONDS CLIENT: the CPU seconds each process used;
+# `other` is whatever else ran on the machine meanwhile (nothing, ideally).
 cpu_report() {
-    join "$1" "$2" | awk -v hz="$(getconf CLK_TCK)" -v secs="$3" -v cores="$(nproc)" '
+    join "$1" "$2" | awk -v hz="$(getconf CLK_TCK)" -v secs="$3" -v client="$4" -v cores="$(nproc)" '
         { used[$1] = ($3 - $2) / hz; name[NR] = $1 }
         END {
-            rest = used["machine"]
-            printf "CPU seconds over %d s wall (%d cores):", secs, cores
+            rest = used["machine"] - client
+            printf "CPU seconds over %d s wall (%d cores = %d): load client %.1f,", secs, cores, cores * secs, client
             for (i = 1; i <= NR; i++) if (name[i] != "machine") {
                 printf " %s %.1f,", name[i], used[name[i]]; rest -= used[name[i]]
             }
-            printf " load client and the rest %.1f\n", rest
+            printf " other %.1f\n", rest
         }'
 }
 
@@ -197,31 +206,45 @@ measure() {
     log "measuring: $name"
     cpu_snapshot | sort >"$OUT/$name.cpu-before"
     local perf_pid="" started=$SECONDS
-    if [ -n "${BENCH_PERF:-}" ] && [[ "$name" == purchase || "$name" == sold-out ]]; then
-        perf record -e cpu-clock -F 499 -g -p "$(svc_pid gateway)" -o "$OUT/perf-$name.data" \
+    # The gateway alone on the HTTP paths; the whole machine (which process,
+    # which function) while orders flow through the pipeline.
+    local perf_scope=()
+    case "${BENCH_PERF:-}:$name" in
+        :*) ;;
+        *:purchase | *:sold-out) perf_scope=(-g -p "$(svc_pid gateway)") ;;
+        *:persist) perf_scope=(-a) ;;
+    esac
+    if [ "${#perf_scope[@]}" -gt 0 ]; then
+        perf record -e cpu-clock -F 499 "${perf_scope[@]}" -o "$OUT/perf-$name.data" \
             >"$OUT/perf-$name.log" 2>&1 &
         perf_pid=$!
     fi
+    children_cpu "$OUT/$name.client-before"
     "$@" | tee "$OUT/$name.txt"
+    children_cpu "$OUT/$name.client-after"
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" || true
         perf report -i "$OUT/perf-$name.data" --stdio --no-children --percent-limit 0.5 \
             >"$OUT/perf-$name.txt" 2>/dev/null || true
-        log "perf profile of the gateway: $OUT/perf-$name.txt"
+        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort comm \
+            >"$OUT/perf-$name.by-thread.txt" 2>/dev/null || true
+        log "perf profile: $OUT/perf-$name.txt (and .by-thread.txt)"
     fi
     cpu_snapshot | sort >"$OUT/$name.cpu-after"
-    cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "$((SECONDS - started))" |
+    cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "$((SECONDS - started))" \
+        "$(paste "$OUT/$name.client-before" "$OUT/$name.client-after" | awk '{ print $2 - $1 }')" |
         tee -a "$OUT/$name.txt"
 }
 
 # ------------------------------------------------------------------ warm-up
 # Connections, the producer's metadata, the script cache: not what we measure.
-log "warm-up"
+log "warm-up (load average now: $(cut -d' ' -f1-3 /proc/loadavg); anything else running skews the figures)"
 "$BIN/bench" http --url "http://127.0.0.1:$CEILING_PORT/" --requests 5000 "${LOAD[@]}" \
     --no-progress --out "$OUT/warmup-ceiling" >/dev/null
+# Waits until its orders are persisted: the pipeline is idle when measuring starts.
 "$BIN/bench" purchase --gateway "$GATEWAY" --users 2000 --stock 2000 "${LOAD[@]}" \
-    --no-progress --out "$OUT/warmup-purchase" >/dev/null
+    --orders-db "$DB_BASE/seckill_orders" --no-progress --out "$OUT/warmup-purchase" >/dev/null
 
 # ------------------------------------------------------------------ 1. HTTP ceiling
 # The same request as a purchase: POST, JSON body, a bearer token of the same size.

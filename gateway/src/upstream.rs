@@ -1,11 +1,15 @@
 //! Calls to the internal APIs of inventory-service (sales) and order-service
 //! (order status). Each call has a timeout and bounded retries with backoff;
 //! only idempotent requests are retried, so a retry never does a thing twice.
+//! Every request carries the current span's W3C trace context, so the called
+//! service's request span is a child of the gateway's.
+use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use seckill_common::http::ApiError;
 use seckill_common::retry::Backoff;
@@ -146,8 +150,12 @@ impl Upstream {
         url: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, UpstreamError> {
+        let trace = trace_headers();
         let attempt = || async {
             let mut request = self.client.request(method.clone(), url);
+            for (name, value) in &trace {
+                request = request.header(name.as_str(), value.as_str());
+            }
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -175,4 +183,14 @@ impl Upstream {
         };
         backoff.retry(attempt, UpstreamError::retryable).await
     }
+}
+
+/// The current span's context as W3C headers (`traceparent`, and
+/// `tracestate` when there is one), from the global propagator. Empty when
+/// tracing is off.
+fn trace_headers() -> HashMap<String, String> {
+    let cx = tracing::Span::current().context();
+    let mut headers = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
+    headers
 }

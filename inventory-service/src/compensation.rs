@@ -76,7 +76,19 @@ impl BatchHandler for CompensationHandler {
         let txn = self.db.begin().await.map_err(db_error)?;
         let mut released = Vec::new();
         for (order, cause, span) in wanted {
-            match release(&txn, order, cause).instrument(span.clone()).await {
+            // A child of the message's `kafka.process` span (whose parent came
+            // in the headers), so the release shows in the order's trace.
+            let db_span = tracing::info_span!(
+                parent: span,
+                "db.release",
+                otel.kind = "client",
+                db.system = "postgresql",
+                db.operation = "UPDATE",
+                db.sql.table = "reservations",
+                order.id = %order,
+                release.cause = cause,
+            );
+            match release(&txn, order, cause).instrument(db_span).await {
                 Ok(Some(r)) => released.push(Released {
                     span: span.clone(),
                     ..r
@@ -100,7 +112,13 @@ impl BatchHandler for CompensationHandler {
                 }
                 Ok::<_, redis::RedisError>(())
             }
-            .instrument(r.span.clone())
+            .instrument(tracing::info_span!(
+                parent: &r.span,
+                "redis.release",
+                otel.kind = "client",
+                db.system = "redis",
+                order.id = %r.order,
+            ))
         });
         match join_all(releases).await.into_iter().find_map(Result::err) {
             Some(error) => Err(HandleError::Transient(format!(

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::db::is_transient;
 use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
-use seckill_common::kafka::EventProducer;
+use seckill_common::kafka::{traceparent_of, EventProducer};
 
 use crate::persistence::OrderStatus;
 
@@ -29,8 +29,8 @@ const LIVE_SALE_USER_INDEX: &str = "orders_live_sale_user_key";
 /// The payment window starts when the order exists: the buyer can pay from
 /// that moment, whatever the queue's lag was.
 const INSERT: &str = "INSERT INTO orders \
-     (order_id, sale_id, user_id, quantity, status, reason, expires_at, amount_cents) \
-     VALUES ($1, $2, $3, $4, $5, $6, now() + $7::integer * interval '1 second', $8) \
+     (order_id, sale_id, user_id, quantity, status, reason, expires_at, amount_cents, traceparent) \
+     VALUES ($1, $2, $3, $4, $5, $6, now() + $7::integer * interval '1 second', $8, $9) \
      ON CONFLICT (order_id) DO NOTHING \
      RETURNING status, reason";
 
@@ -86,7 +86,10 @@ impl BatchHandler for OrderHandler {
                 order.status = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
-            let persisted = persist(&txn, order, requested, terms)
+            // Kept on the row: the order's later events that no request
+            // carries (OrderExpired) continue the purchase's trace.
+            let traceparent = traceparent_of(&incoming.span);
+            let persisted = persist(&txn, order, requested, terms, traceparent.as_deref())
                 .instrument(span.clone())
                 .await;
             match persisted {
@@ -168,8 +171,9 @@ async fn persist(
     order: &OrderRef,
     requested: Persisted,
     terms: Option<Terms>,
+    traceparent: Option<&str>,
 ) -> Result<Persisted, DbErr> {
-    match insert_in_savepoint(txn, order, &requested, terms).await {
+    match insert_in_savepoint(txn, order, &requested, terms, traceparent).await {
         Err(error) if violates(&error, LIVE_SALE_USER_INDEX) => {
             tracing::warn!(order_id = %order.order_id, sale_id = %order.sale_id, user_id = %order.user_id,
                 "user already holds a live order in this sale; recording this one as failed");
@@ -177,7 +181,7 @@ async fn persist(
                 status: OrderStatus::Failed,
                 reason: Some(DUPLICATE_BUYER.into()),
             };
-            insert_in_savepoint(txn, order, &duplicate, None).await
+            insert_in_savepoint(txn, order, &duplicate, None, traceparent).await
         }
         other => other,
     }
@@ -190,9 +194,10 @@ async fn insert_in_savepoint(
     order: &OrderRef,
     wanted: &Persisted,
     terms: Option<Terms>,
+    traceparent: Option<&str>,
 ) -> Result<Persisted, DbErr> {
     let savepoint = txn.begin().await?;
-    match insert_or_read(&savepoint, order, wanted, terms).await {
+    match insert_or_read(&savepoint, order, wanted, terms, traceparent).await {
         Ok(persisted) => {
             savepoint.commit().await?;
             Ok(persisted)
@@ -209,6 +214,7 @@ async fn insert_or_read(
     order: &OrderRef,
     wanted: &Persisted,
     terms: Option<Terms>,
+    traceparent: Option<&str>,
 ) -> Result<Persisted, DbErr> {
     let order_id = order.order_id.to_string();
     let quantity = i32::try_from(order.quantity.get()).map_err(|e| DbErr::Custom(e.to_string()))?;
@@ -224,6 +230,7 @@ async fn insert_or_read(
             wanted.reason.clone().into(),
             terms.map(|t| t.window_secs).into(),
             terms.map_or(0, |t| t.amount_cents).into(),
+            traceparent.map(str::to_owned).into(),
         ],
     );
     let row = match db.query_one(insert).await? {

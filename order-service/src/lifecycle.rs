@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Event, OrderRef, Paid};
+use seckill_common::kafka::traceparent_of;
 
 use crate::outbox;
 use crate::payment::{Charge, PaymentError, Payments};
@@ -114,7 +115,7 @@ WITH due AS (
 )
 UPDATE orders o SET status = 'expired', updated_at = now()
   FROM due WHERE o.order_id = due.order_id AND o.status = 'created'
-RETURNING o.order_id, o.sale_id, o.user_id, o.quantity"#;
+RETURNING o.order_id, o.sale_id, o.user_id, o.quantity, o.traceparent"#;
 const REFUNDS_DUE: &str = "SELECT order_id, idempotency_key, payment_ref, amount_cents \
      FROM payments WHERE status = 'refund_pending' AND updated_at < now() - interval '5 seconds' \
      ORDER BY updated_at LIMIT 50";
@@ -326,7 +327,9 @@ impl Lifecycle {
             payment_ref: reference.to_owned(),
             amount_cents: paid.amount_cents,
         });
-        outbox::enqueue(&txn, &self.topic, event).await?;
+        // The payment request's context: OrderPaid continues its trace.
+        let traceparent = traceparent_of(&tracing::Span::current());
+        outbox::enqueue(&txn, &self.topic, event, traceparent).await?;
         txn.commit().await?;
         self.wake.notify_one();
         tracing::info!(order_id = id, payment_ref = reference, "order paid");
@@ -401,7 +404,8 @@ impl Lifecycle {
                 &current.user_id,
                 current.quantity,
             )?);
-            outbox::enqueue(&txn, &self.topic, event).await?;
+            let traceparent = traceparent_of(&tracing::Span::current());
+            outbox::enqueue(&txn, &self.topic, event, traceparent).await?;
         }
         txn.commit().await?;
         if won {
@@ -437,7 +441,10 @@ impl Lifecycle {
                 &row.try_get::<String>("", "user_id")?,
                 row.try_get("", "quantity")?,
             )?;
-            outbox::enqueue(&txn, &self.topic, Event::OrderExpired(order)).await?;
+            // No request is behind an expiry: the event continues the
+            // purchase's trace, whose context the order row kept.
+            let traceparent: Option<String> = row.try_get("", "traceparent")?;
+            outbox::enqueue(&txn, &self.topic, Event::OrderExpired(order), traceparent).await?;
         }
         txn.commit().await?;
         if !rows.is_empty() {

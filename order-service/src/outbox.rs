@@ -9,6 +9,11 @@
 //! row twice at once; a crash after the produce and before the delete
 //! publishes it again, which consumers absorb (they are idempotent, and the
 //! event id is the same: see `Envelope::new`).
+//!
+//! Each row keeps the W3C `traceparent` of the work that wrote it; the relay
+//! publishes the row in a span whose parent is that context, so a lifecycle
+//! event continues the trace of the request (or purchase) behind it instead
+//! of starting one of its own.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,21 +22,30 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait, Value,
 };
 use tokio::sync::Notify;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use seckill_common::events::{Envelope, Event};
-use seckill_common::kafka::EventProducer;
+use seckill_common::kafka::{context_from_traceparent, EventProducer};
 use seckill_common::retry::Backoff;
 use seckill_common::shutdown::Shutdown;
 
-const INSERT: &str = "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)";
-const CLAIM: &str = "SELECT id, topic, key, payload FROM outbox \
+const INSERT: &str =
+    "INSERT INTO outbox (topic, key, payload, traceparent) VALUES ($1, $2, $3, $4)";
+const CLAIM: &str = "SELECT id, topic, key, payload, traceparent FROM outbox \
      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
 
-/// Writes `event` to the outbox in the caller's transaction.
-pub async fn enqueue(db: &impl ConnectionTrait, topic: &str, event: Event) -> Result<(), DbErr> {
+/// Writes `event` to the outbox in the caller's transaction. `traceparent`
+/// is the context its publication continues (`kafka::traceparent_of`).
+pub async fn enqueue(
+    db: &impl ConnectionTrait,
+    topic: &str,
+    event: Event,
+    traceparent: Option<String>,
+) -> Result<(), DbErr> {
     let key = event.order_id().to_string();
     let payload = Envelope::new(event).to_json();
-    let values: [Value; 3] = [topic.into(), key.into(), payload.into()];
+    let values: [Value; 4] = [topic.into(), key.into(), payload.into(), traceparent.into()];
     db.execute(Statement::from_sql_and_values(
         DbBackend::Postgres,
         INSERT,
@@ -108,24 +122,31 @@ impl Relay {
             let topic: String = row.try_get("", "topic")?;
             let key: String = row.try_get("", "key")?;
             let payload: Vec<u8> = row.try_get("", "payload")?;
-            claimed.push((id, topic, key, payload));
+            let traceparent: Option<String> = row.try_get("", "traceparent")?;
+            claimed.push((id, topic, key, payload, traceparent));
         }
-        let sends = claimed.iter().map(|(id, topic, key, payload)| async move {
-            match Envelope::from_json(payload) {
-                Ok(envelope) => self
-                    .producer
-                    .send(topic, key, &envelope)
-                    .await
-                    .map(|_| *id)
-                    .map_err(|e| RelayError::Produce(e.to_string())),
-                // Only this service writes the outbox; an unreadable row is a
-                // bug, and retrying it forever would stall every row after it.
-                Err(error) => {
-                    tracing::error!(%error, id, "dropping an unreadable outbox row");
-                    Ok(*id)
+        let sends = claimed
+            .iter()
+            .map(|(id, topic, key, payload, traceparent)| {
+                let span = publish_span(*id, key, traceparent.as_deref());
+                async move {
+                    match Envelope::from_json(payload) {
+                        Ok(envelope) => self
+                            .producer
+                            .send(topic, key, &envelope)
+                            .await
+                            .map(|_| *id)
+                            .map_err(|e| RelayError::Produce(e.to_string())),
+                        // Only this service writes the outbox; an unreadable row is a
+                        // bug, and retrying it forever would stall every row after it.
+                        Err(error) => {
+                            tracing::error!(%error, id, "dropping an unreadable outbox row");
+                            Ok(*id)
+                        }
+                    }
                 }
-            }
-        });
+                .instrument(span)
+            });
         let mut published = Vec::with_capacity(claimed.len());
         for result in join_all(sends).await {
             published.push(result?);
@@ -142,4 +163,15 @@ impl Relay {
         txn.commit().await?;
         Ok(published.len())
     }
+}
+
+/// The span one row is published in: a child of the stored context when
+/// there is one, so the produce span (and every consumer after it) joins the
+/// trace of the work that wrote the row.
+fn publish_span(id: i64, key: &str, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!("outbox.publish", outbox.id = id, order.id = %key);
+    if let Some(traceparent) = traceparent {
+        span.set_parent(context_from_traceparent(traceparent));
+    }
+    span
 }

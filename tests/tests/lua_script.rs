@@ -1,7 +1,7 @@
 //! The purchase script's decisions, against a real Redis.
 use redis::aio::ConnectionManager;
 
-use gateway::purchase::{reserve, Decision};
+use gateway::purchase::{reserve, reserve_with_token, Decision};
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::stock::{release, SaleKeys};
 
@@ -135,4 +135,40 @@ async fn survives_a_script_flush() {
         buy(&mut con, &live, "b", 1).await,
         Decision::Accepted { remaining: 0 }
     );
+}
+
+#[tokio::test]
+async fn a_sale_that_requires_a_purchase_token_sells_only_with_one() {
+    let mut con = redis().await;
+    let live = sale(&mut con, 2, -1_000, 60_000).await;
+    let _: () = redis::cmd("HSET")
+        .arg(SaleKeys::new(&live).sale)
+        .arg(&["require_purchase_token", "1"])
+        .query_async(&mut con)
+        .await
+        .expect("hset");
+    assert_eq!(
+        buy(&mut con, &live, "bot", 1).await,
+        Decision::TokenRequired
+    );
+    let with_token = reserve_with_token(
+        &mut con,
+        &live,
+        &user("human"),
+        Quantity::ONE,
+        &OrderId::new(&live),
+        true,
+    )
+    .await
+    .expect("script");
+    assert_eq!(with_token, Decision::Accepted { remaining: 1 });
+    // The window is still judged first: no token opens a sale early.
+    let later = sale(&mut con, 2, 60_000, 120_000).await;
+    let _: () = redis::cmd("HSET")
+        .arg(SaleKeys::new(&later).sale)
+        .arg(&["require_purchase_token", "1"])
+        .query_async(&mut con)
+        .await
+        .expect("hset");
+    assert_eq!(buy(&mut con, &later, "bot", 1).await, Decision::NotStarted);
 }

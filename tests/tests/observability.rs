@@ -4,6 +4,9 @@
 //! (the opentelemetry-proto service definition, served by tonic) and points
 //! every service at it with `OTEL_EXPORTER_OTLP_ENDPOINT`, exactly as the
 //! Kubernetes manifests point them at Jaeger's collector.
+#[path = "lifecycle/support.rs"]
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -395,6 +398,117 @@ async fn one_purchase_is_one_trace_across_the_three_services() {
         .filter(|k| !k.is_empty())
         .collect();
     assert_eq!(first_keys, HashSet::from([order_id]));
+}
+
+/// The first exported span that `pred` picks, once there is one.
+async fn exported(collected: &Collected, what: &str, pred: impl Fn(&Span) -> bool) -> Span {
+    wait_until(what, Duration::from_secs(30), || async {
+        collected.spans().into_iter().find(|s| pred(s))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_events_continue_the_trace_of_what_caused_them() {
+    let (collected, endpoint) = receiver().await;
+    let mut env = support::fast_lifecycle();
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+    ]);
+    let stack = Stack::start_with(StackOptions {
+        env,
+        ..Default::default()
+    })
+    .await;
+    let order_topic = format!("{}order-events", stack.topic_prefix);
+    let order_event = |s: &Span, order: &str, event: &str| {
+        s.attr_str("messaging.destination.name") == order_topic
+            && s.attr_str("messaging.kafka.message.key") == order
+            && s.attr_str("event.type") == event
+    };
+
+    // Paying: the outbox relay publishes OrderPaid later, from another task,
+    // yet in the trace of the payment request that caused it.
+    let sale = support::sale_with(&stack, 5, 900, 500).await;
+    let alice = stack.token("alice");
+    let paid = support::buy(&stack, &alice, &sale).await;
+    support::wait_order_status(&stack, &paid, "created").await;
+    let (status, body) = support::pay(&stack, &alice, &paid, "trace-pay-1").await;
+    assert_eq!(status, 200, "{body}\n{}", stack.logs());
+    let http = exported(&collected, "the gateway's pay span", |s| {
+        s.service == "gateway" && s.kind == SERVER && s.name.contains("/orders/{order_id}/pay")
+    })
+    .await;
+    assert!(
+        http.parent.is_empty(),
+        "the client sent no context: {http:?}"
+    );
+    let produce = exported(&collected, "the OrderPaid produce span", |s| {
+        s.service == "order-service" && s.kind == PRODUCER && order_event(s, &paid, "OrderPaid")
+    })
+    .await;
+    assert_eq!(
+        produce.trace_id,
+        http.trace_id,
+        "OrderPaid continues the payment's trace: {:#?}",
+        collected.trace(&http.trace_id)
+    );
+    // The gateway's request span is the parent of order-service's.
+    let trace = collected.trace(&http.trace_id);
+    let served = one(&trace, "order-service's pay span", |s| {
+        s.service == "order-service" && s.kind == SERVER && s.name.contains("/pay")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {trace:#?}"));
+    assert_child(served, &http);
+
+    // Expiry: no request is behind it, so OrderExpired continues the
+    // purchase's trace, and so does inventory-service's release of the stock.
+    let sale = support::sale_with(&stack, 5, 1, 500).await;
+    let bob = stack.token("bob");
+    let expired = support::buy(&stack, &bob, &sale).await;
+    let purchase = trace_of(&collected, &expired).await;
+    support::wait_order_status(&stack, &expired, "expired").await;
+    support::wait_reservation_status(&stack, &expired, "released").await;
+    let produce = exported(&collected, "the OrderExpired produce span", |s| {
+        s.service == "order-service"
+            && s.kind == PRODUCER
+            && order_event(s, &expired, "OrderExpired")
+    })
+    .await;
+    let process = exported(
+        &collected,
+        "inventory-service's OrderExpired process span",
+        |s| {
+            s.service == "inventory-service"
+                && s.kind == CONSUMER
+                && s.attr_str("messaging.operation") == "process"
+                && order_event(s, &expired, "OrderExpired")
+        },
+    )
+    .await;
+    assert_eq!(
+        (produce.trace_id.as_str(), process.trace_id.as_str()),
+        (purchase.as_str(), purchase.as_str()),
+        "OrderExpired continues the purchase's trace: {:#?}",
+        collected.trace(&purchase)
+    );
+    assert_child(&process, &produce);
+    // The release's database and Redis work happen inside that span.
+    for name in ["db.release", "redis.release"] {
+        let work = exported(&collected, name, |s| {
+            s.service == "inventory-service" && s.name == name && s.parent == process.span_id
+        })
+        .await;
+        assert_eq!(work.trace_id, purchase);
+    }
+    let paid_trace = collected.trace(&http.trace_id);
+    assert!(
+        paid_trace
+            .iter()
+            .all(|s| s.attr_str("messaging.kafka.message.key") != expired),
+        "the two orders' traces stay apart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

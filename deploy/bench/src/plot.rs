@@ -155,6 +155,25 @@ pub fn latency(path: &Path, title: &str, series: &Series) -> Result<()> {
     )
 }
 
+/// Rows per second over the last second at each poll: order-service
+/// commits in batches, so the difference between two polls alone jumps
+/// between zero and a batch.
+fn persisted_rate(polls: &[(f64, i64)]) -> Vec<(f64, f64)> {
+    let mut from = 0;
+    polls
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter_map(|(i, &(t, n))| {
+            while from + 1 < i && t - polls[from + 1].0 >= 1.0 {
+                from += 1;
+            }
+            let (t0, n0) = polls[from];
+            (t > t0).then(|| (t, (n - n0) as f64 / (t - t0)))
+        })
+        .collect()
+}
+
 /// Answers per second, 2xx per second and, when measured, orders persisted
 /// per second (the difference between two polls of the orders table).
 pub fn throughput(
@@ -180,11 +199,7 @@ pub fn throughput(
         },
     ];
     if persisted.len() > 1 {
-        let points = persisted
-            .windows(2)
-            .filter(|w| w[1].0 > w[0].0)
-            .map(|w| (w[1].0, (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)))
-            .collect();
+        let points = persisted_rate(persisted);
         lines.push(Line {
             label: "orders persisted/s",
             color: RGBColor(148, 103, 189),
@@ -192,4 +207,22 @@ pub fn throughput(
         });
     }
     draw(path, title, "per second", &lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_rate_over_a_one_second_window() {
+        // 500 rows every half second, polled every quarter second.
+        let polls: Vec<(f64, i64)> = (0..=16)
+            .map(|i| (i as f64 * 0.25, (i as i64 / 2) * 500))
+            .collect();
+        let rates = persisted_rate(&polls);
+        assert_eq!(rates.len(), 16);
+        for &(t, r) in &rates[4..] {
+            assert!((r - 1000.0).abs() < 1e-9, "at {t}: {r}");
+        }
+    }
 }

@@ -3,6 +3,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_create_orders;
 mod m20250401_000001_lifecycle;
+mod m20250601_000001_traceparent;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_create_orders::Migration),
             Box::new(m20250401_000001_lifecycle::Migration),
+            Box::new(m20250601_000001_traceparent::Migration),
         ]
     }
 }
