@@ -4,6 +4,10 @@
 //!
 //! Every [`Stack`] is isolated: its own broker, its own two databases, its own
 //! sale ids in the shared Redis. Tests therefore run in parallel safely.
+//! A fault test that stops Redis or PostgreSQL asks for private ones
+//! ([`servers`], via [`StackOptions`]); every fault scenario ends with the
+//! same check, [`invariants::assert_invariants`]; [`dead_letters`] reads
+//! what the consumers gave up on.
 pub mod dead_letters;
 pub mod invariants;
 pub mod process;

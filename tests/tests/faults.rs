@@ -70,6 +70,9 @@ impl Burst {
         let url = format!("{}/api/v1/sales/{sale}/orders", stack.gateway_url);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
+            // Below actix's 5 s keep-alive: never reuse a connection the
+            // server may be closing (that race loses a request client-side).
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("client");
         let seen = Arc::new(Mutex::new(Seen::default()));

@@ -221,6 +221,13 @@ pub fn verdict(i: &Inputs) -> Verdict {
                 ));
             }
         }
+        let opened = run.summary.connections;
+        if opened > run.config.concurrency as u64 {
+            checks.push(format!(
+                "{}: the client opened {opened} connections for concurrency {}: the server closed keep-alive connections",
+                run.name, run.config.concurrency
+            ));
+        }
         let errors: u64 = run
             .summary
             .outcomes

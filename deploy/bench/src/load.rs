@@ -130,6 +130,9 @@ pub struct RunData {
     pub start: Instant,
     /// From the start to the last answer.
     pub elapsed: Duration,
+    /// TCP connections opened, the initial one per worker included: more
+    /// than the concurrency means the server closed keep-alive connections.
+    pub connections: u64,
 }
 
 impl RunData {
@@ -142,6 +145,7 @@ struct Shared {
     spec: LoadSpec,
     next: AtomicU64,
     done: AtomicU64,
+    connections: AtomicU64,
     start: OnceLock<Instant>,
     /// All workers connected; then the start is set; then all go at once.
     connected: Barrier,
@@ -182,6 +186,7 @@ pub async fn run(spec: LoadSpec) -> Result<RunData> {
         spec,
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
         start: OnceLock::new(),
         connected: Barrier::new(workers + 1),
         go: Barrier::new(workers + 1),
@@ -218,6 +223,7 @@ pub async fn run(spec: LoadSpec) -> Result<RunData> {
         started_at,
         start,
         elapsed: Duration::from_micros(elapsed),
+        connections: shared.connections.load(Ordering::Relaxed),
     })
 }
 
@@ -244,7 +250,7 @@ fn progress_bar(total: u64, shared: Arc<Shared>) -> (ProgressBar, tokio::task::J
 async fn worker(shared: Arc<Shared>) -> Local {
     let spec = &shared.spec;
     // Connect before the clock starts, so the run measures requests, not handshakes.
-    let mut sender = connect(spec).await.ok();
+    let mut sender = connect(&shared).await.ok();
     shared.connected.wait().await;
     shared.go.wait().await;
     let mut local = Local::default();
@@ -274,7 +280,8 @@ async fn worker(shared: Arc<Shared>) -> Local {
                 now
             }
         };
-        let outcome = match tokio::time::timeout(spec.timeout, send(spec, &mut sender, i)).await {
+        let outcome = match tokio::time::timeout(spec.timeout, send(&shared, &mut sender, i)).await
+        {
             Ok(outcome) => outcome,
             Err(_) => {
                 // The answer may still come on this connection: drop it.
@@ -297,7 +304,9 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-async fn connect(spec: &LoadSpec) -> std::result::Result<Sender, &'static str> {
+async fn connect(shared: &Shared) -> std::result::Result<Sender, &'static str> {
+    let spec = &shared.spec;
+    shared.connections.fetch_add(1, Ordering::Relaxed);
     let stream = tokio::time::timeout(spec.timeout, TcpStream::connect(spec.target.addr))
         .await
         .map_err(|_| "connect_timeout")?
@@ -329,9 +338,10 @@ fn request(spec: &LoadSpec, i: u64) -> Request<Full<Bytes>> {
 }
 
 /// One request on the worker's connection; (re)connects when it is gone.
-async fn send(spec: &LoadSpec, slot: &mut Option<Sender>, i: u64) -> Outcome {
+async fn send(shared: &Shared, slot: &mut Option<Sender>, i: u64) -> Outcome {
+    let spec = &shared.spec;
     if slot.as_ref().is_none_or(Sender::is_closed) {
-        match connect(spec).await {
+        match connect(shared).await {
             Ok(sender) => *slot = Some(sender),
             Err(kind) => {
                 *slot = None;

@@ -82,6 +82,18 @@ impl RunResult {
             "throughput", s.throughput_rps, s.elapsed_secs, s.success, s.success_rps
         );
         let _ = writeln!(out, "{:<20}{}", "latency ms", fmt_p(&s.latency_ms));
+        let reconnects = s.connections.saturating_sub(c.concurrency as u64);
+        let _ = writeln!(
+            out,
+            "{:<20}{}{}",
+            "connections",
+            s.connections,
+            if reconnects > 0 {
+                format!("  ({reconnects} reconnects: the server closed keep-alive connections)")
+            } else {
+                String::new()
+            }
+        );
         for o in &s.outcomes {
             let _ = writeln!(
                 out,

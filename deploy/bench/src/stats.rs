@@ -97,6 +97,9 @@ pub struct Summary {
     pub throughput_rps: f64,
     pub success: u64,
     pub success_rps: f64,
+    /// TCP connections the client opened (see [`RunData::connections`]).
+    #[serde(default)]
+    pub connections: u64,
     pub latency_ms: Percentiles,
     pub outcomes: Vec<OutcomeSummary>,
     pub phases: Option<Phases>,
@@ -150,6 +153,7 @@ impl Summary {
             throughput_rps: rate(requests, elapsed),
             success,
             success_rps: rate(success, elapsed),
+            connections: run.connections,
             latency_ms: Percentiles::of(&run.samples),
             outcomes,
             phases: phases(run),
@@ -272,6 +276,7 @@ mod tests {
             started_at: chrono::Utc::now(),
             start: Instant::now(),
             elapsed: Duration::from_micros(end),
+            connections: 1,
         }
     }
 

@@ -16,7 +16,10 @@ struct Cli {
     workers: usize,
 }
 
-async fn accepted() -> HttpResponse {
+/// Reads the body, as any real handler does: actix-web closes a keep-alive
+/// connection whose request body was left unread, and the ceiling would then
+/// measure TCP handshakes instead of requests.
+async fn accepted(_body: web::Bytes) -> HttpResponse {
     HttpResponse::Accepted()
         .content_type("application/json")
         .body(BODY)
