@@ -52,6 +52,18 @@ pub enum HandleError {
     Permanent(String),
 }
 
+/// Database errors classify themselves: an outage is transient, anything
+/// else is about the data (see [`crate::db::is_transient`]).
+impl From<sea_orm::DbErr> for HandleError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        if crate::db::is_transient(&error) {
+            HandleError::Transient(error.to_string())
+        } else {
+            HandleError::Permanent(error.to_string())
+        }
+    }
+}
+
 /// What a service does with a batch. It must be idempotent per message, and
 /// return `Ok` only once its effects are durable and its events acknowledged.
 pub trait BatchHandler: Send + Sync {

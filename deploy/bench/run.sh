@@ -14,7 +14,7 @@
 #   BENCH_DURATION      120     upper bound of each run, seconds
 #   BENCH_USERS         20000   users in the purchase burst, one request each
 #   BENCH_STOCK         10000   stock of that sale: the first half buys, the rest is sold out
-#   BENCH_REQUESTS      100000  requests of the HTTP-ceiling and sold-out runs (users repeat)
+#   BENCH_REQUESTS      200000  requests of the HTTP-ceiling and sold-out runs (users repeat)
 #   BENCH_PERSIST_ORDERS 50000  users = stock of the persistence run (every one accepted)
 #   BENCH_REDIS_REQUESTS 200000 redis-benchmark requests (-c is BENCH_CONCURRENCY)
 #   BENCH_OUT           target/bench/<UTC time>
@@ -41,7 +41,7 @@ THREADS="${BENCH_THREADS:-1}"
 DURATION="${BENCH_DURATION:-120}"
 USERS="${BENCH_USERS:-20000}"
 STOCK="${BENCH_STOCK:-10000}"
-REQUESTS="${BENCH_REQUESTS:-100000}"
+REQUESTS="${BENCH_REQUESTS:-200000}"
 PERSIST_ORDERS="${BENCH_PERSIST_ORDERS:-50000}"
 REDIS_REQUESTS="${BENCH_REDIS_REQUESTS:-200000}"
 OUT="${BENCH_OUT:-$REPO/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -168,7 +168,7 @@ cpu_ticks() {
     } | sed 's/^.*) //' | awk '{t += $12 + $13} END {print t + 0}'
 }
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-CPU_NAMES=(gateway inventory-service order-service redis postgres broker)
+CPU_NAMES=(gateway bench-ceiling inventory-service order-service redis postgres broker)
 cpu_snapshot() {
     local name
     for name in "${CPU_NAMES[@]}"; do
@@ -227,9 +227,9 @@ measure() {
         wait "$perf_pid" || true
         perf report -i "$OUT/perf-$name.data" --stdio --no-children --percent-limit 0.5 \
             >"$OUT/perf-$name.txt" 2>/dev/null || true
-        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort comm \
-            >"$OUT/perf-$name.by-thread.txt" 2>/dev/null || true
-        log "perf profile: $OUT/perf-$name.txt (and .by-thread.txt)"
+        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort pid \
+            >"$OUT/perf-$name.by-process.txt" 2>/dev/null || true
+        log "perf profile: $OUT/perf-$name.txt (and .by-process.txt)"
     fi
     cpu_snapshot | sort >"$OUT/$name.cpu-after"
     cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "$((SECONDS - started))" \

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::Event;
-use seckill_common::{db, stock};
+use seckill_common::stock;
 
 use crate::persistence::reservation::RELEASED;
 
@@ -73,7 +73,7 @@ impl BatchHandler for CompensationHandler {
         if wanted.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(HandleError::from)?;
         let mut released = Vec::new();
         for (order, cause, span) in wanted {
             // A child of the message's `kafka.process` span (whose parent came
@@ -96,11 +96,11 @@ impl BatchHandler for CompensationHandler {
                 Ok(None) => {}
                 Err(error) => {
                     let _ = txn.rollback().await;
-                    return Err(db_error(error));
+                    return Err(HandleError::from(error));
                 }
             }
         }
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(HandleError::from)?;
 
         let releases = released.iter().map(|r| {
             let mut redis = self.redis.clone();
@@ -173,10 +173,3 @@ async fn release(
     }))
 }
 
-fn db_error(error: DbErr) -> HandleError {
-    if db::is_transient(&error) {
-        HandleError::Transient(error.to_string())
-    } else {
-        HandleError::Permanent(error.to_string())
-    }
-}

@@ -8,14 +8,14 @@
 //! the whole batch retry, which is safe because [`reserve`] is idempotent.
 use futures::future::join_all;
 use redis::aio::ConnectionManager;
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::Topics;
-use seckill_common::{db, stock};
+use seckill_common::stock;
 
 use crate::reserve::{reserve, Outcome, ReserveError};
 
@@ -63,7 +63,7 @@ impl InventoryHandler {
         &self,
         orders: Vec<(&'a OrderRef, &'a tracing::Span)>,
     ) -> Result<Vec<Decision<'a>>, HandleError> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(HandleError::from)?;
         let mut decisions = Vec::with_capacity(orders.len());
         for (order, span) in orders {
             let db_span = tracing::info_span!(
@@ -80,7 +80,7 @@ impl InventoryHandler {
                 .instrument(db_span.clone())
                 .await
                 .map_err(|e| match e {
-                    ReserveError::Db(e) => db_error(e),
+                    ReserveError::Db(e) => HandleError::from(e),
                     mismatch @ ReserveError::Mismatch(_) => {
                         HandleError::Permanent(mismatch.to_string())
                     }
@@ -95,7 +95,7 @@ impl InventoryHandler {
                 span,
             });
         }
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(HandleError::from)?;
         Ok(decisions)
     }
 
@@ -149,10 +149,3 @@ impl InventoryHandler {
     }
 }
 
-fn db_error(error: DbErr) -> HandleError {
-    if db::is_transient(&error) {
-        HandleError::Transient(error.to_string())
-    } else {
-        HandleError::Permanent(error.to_string())
-    }
-}

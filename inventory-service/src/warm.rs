@@ -12,15 +12,12 @@ use std::sync::LazyLock;
 use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError, Script};
-use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, IsolationLevel, QueryFilter,
-    QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use seckill_common::domain::SaleId;
 use seckill_common::stock::{field, SaleKeys};
 
-use crate::persistence::{reservation, sale};
+use crate::persistence::{self, sale};
 
 /// Buyers per script call: bounds the size of one Redis command.
 const BUYERS_PER_CALL: usize = 500;
@@ -66,27 +63,9 @@ pub async fn warm(
     if con.exists::<_, bool>(&keys.sale).await? {
         return Ok(false);
     }
-    // Stock and buyers from one snapshot, so they agree with each other.
-    let txn = db
-        .begin_with_config(
-            Some(IsolationLevel::RepeatableRead),
-            Some(AccessMode::ReadOnly),
-        )
-        .await?;
-    let Some(row) = sale::Entity::find_by_id(id.as_str()).one(&txn).await? else {
-        txn.commit().await?;
+    let Some((row, buyers)) = persistence::sale_snapshot(db, id).await? else {
         return Ok(false);
     };
-    let buyers: Vec<(String, String)> = reservation::Entity::find()
-        .select_only()
-        .column(reservation::Column::UserId)
-        .column(reservation::Column::OrderId)
-        .filter(reservation::Column::SaleId.eq(id.as_str()))
-        .filter(reservation::Column::Status.eq(reservation::RESERVED))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
 
     for chunk in buyers.chunks(BUYERS_PER_CALL) {
         let mut call = FILL_BUYERS.prepare_invoke();

@@ -14,7 +14,6 @@ use sea_orm::{
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
-use seckill_common::db::is_transient;
 use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
 use seckill_common::kafka::{traceparent_of, EventProducer};
 
@@ -68,7 +67,7 @@ impl Terms {
 
 impl BatchHandler for OrderHandler {
     async fn handle(&self, batch: &[Incoming]) -> Result<(), HandleError> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(HandleError::from)?;
         let mut outgoing = Vec::with_capacity(batch.len());
         for incoming in batch {
             let Some((order, requested, terms)) = decision(&incoming.envelope.event) else {
@@ -103,11 +102,11 @@ impl BatchHandler for OrderHandler {
                     // Dropping `txn` would also roll back; an explicit rollback
                     // returns the connection to the pool clean and at once.
                     let _ = txn.rollback().await;
-                    return Err(db_error(error));
+                    return Err(HandleError::from(error));
                 }
             }
         }
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(HandleError::from)?;
 
         let sends = outgoing.iter().map(|(incoming, event)| {
             let envelope = Envelope::new(event.clone());
@@ -267,13 +266,6 @@ fn violates(error: &DbErr, index: &str) -> bool {
     }
 }
 
-fn db_error(error: DbErr) -> HandleError {
-    if is_transient(&error) {
-        HandleError::Transient(error.to_string())
-    } else {
-        HandleError::Permanent(error.to_string())
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,7 @@ use std::sync::LazyLock;
 use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::Script;
-use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, EntityTrait, IsolationLevel, QueryFilter,
-    QuerySelect, TransactionTrait,
-};
+use sea_orm::DatabaseConnection;
 use serde::Serialize;
 
 use seckill_common::domain::SaleId;
@@ -16,7 +13,7 @@ use seckill_common::stock::SaleKeys;
 
 use super::plan::{plan, Observed};
 use super::ReconcileError;
-use crate::persistence::{reservation, sale};
+use crate::persistence;
 
 /// KEYS: sale, buyers. Nil when the sale is not in Redis; else {stock, buyers...}
 /// read atomically, so the two agree with each other.
@@ -182,35 +179,16 @@ pub async fn reconcile(
 
 type DbSnapshot = (i64, i64, HashMap<String, String>);
 
-/// Remaining stock, per-user limit and reserved order ids -> user ids, from
-/// one snapshot, so a reservation is either in both or in neither.
+/// Remaining stock, per-user limit and reserved order ids -> user ids.
 async fn db_snapshot(
     db: &DatabaseConnection,
     id: &SaleId,
 ) -> Result<Option<DbSnapshot>, sea_orm::DbErr> {
-    let txn = db
-        .begin_with_config(
-            Some(IsolationLevel::RepeatableRead),
-            Some(AccessMode::ReadOnly),
+    Ok(persistence::sale_snapshot(db, id).await?.map(|(row, buyers)| {
+        (
+            i64::from(row.stock_remaining),
+            i64::from(row.per_user_limit),
+            buyers.into_iter().map(|(user, order)| (order, user)).collect(),
         )
-        .await?;
-    let Some(row) = sale::Entity::find_by_id(id.as_str()).one(&txn).await? else {
-        txn.commit().await?;
-        return Ok(None);
-    };
-    let reserved: Vec<(String, String)> = reservation::Entity::find()
-        .select_only()
-        .column(reservation::Column::OrderId)
-        .column(reservation::Column::UserId)
-        .filter(reservation::Column::SaleId.eq(id.as_str()))
-        .filter(reservation::Column::Status.eq(reservation::RESERVED))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(Some((
-        i64::from(row.stock_remaining),
-        i64::from(row.per_user_limit),
-        reserved.into_iter().collect(),
-    )))
+    }))
 }

@@ -131,7 +131,8 @@ pub async fn wait_orders(stack: &Stack, sale: &str, n: i64) {
     let sql = format!("SELECT count(*) AS n FROM orders WHERE sale_id = '{sale}'");
     wait_until(
         &format!("{n} orders of {sale} to be persisted"),
-        Duration::from_secs(60),
+        // Generous: on a loaded 2-core machine a consumer may sit out a rebalance.
+        Duration::from_secs(120),
         || async { (Stack::count(&stack.orders_db, &sql).await == n).then_some(()) },
     )
     .await;
