@@ -66,6 +66,18 @@ cleanup() {
     fi
     if [ "$rc" -ne 0 ]; then
         local f
+        # The services' own logs (one per process the tests started): their
+        # last warnings and errors, so a CI failure can be read afterwards.
+        if [ -d "$STATE/logs" ]; then
+            for f in "$STATE"/logs/*.log; do
+                [ -e "$f" ] || continue
+                local problems
+                problems=$(grep -E '"level":"(WARN|ERROR)"' "$f" | tail -n 5 || true)
+                [ -n "$problems" ] || continue
+                log "last warnings in $(basename "$f"):"
+                printf '%s\n' "$problems" | cut -c1-400 >&2
+            done
+        fi
         for f in broker.log redis.log postgres.log; do
             [ -e "$STATE/$f" ] || continue
             log "last lines of $f:"
