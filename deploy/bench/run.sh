@@ -227,9 +227,9 @@ measure() {
         wait "$perf_pid" || true
         perf report -i "$OUT/perf-$name.data" --stdio --no-children --percent-limit 0.5 \
             >"$OUT/perf-$name.txt" 2>/dev/null || true
-        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort pid \
-            >"$OUT/perf-$name.by-process.txt" 2>/dev/null || true
-        log "perf profile: $OUT/perf-$name.txt (and .by-process.txt)"
+        perf report -i "$OUT/perf-$name.data" --stdio --no-children --sort dso \
+            >"$OUT/perf-$name.by-binary.txt" 2>/dev/null || true
+        log "perf profile: $OUT/perf-$name.txt (and .by-binary.txt)"
     fi
     cpu_snapshot | sort >"$OUT/$name.cpu-after"
     cpu_report "$OUT/$name.cpu-before" "$OUT/$name.cpu-after" "$((SECONDS - started))" \

@@ -172,4 +172,3 @@ async fn release(
         span: tracing::Span::none(),
     }))
 }
-

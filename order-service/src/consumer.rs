@@ -266,7 +266,6 @@ fn violates(error: &DbErr, index: &str) -> bool {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

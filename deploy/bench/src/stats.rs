@@ -190,24 +190,26 @@ fn phases(run: &RunData) -> Option<Phases> {
     })
 }
 
-/// Buckets of about 1/200 of the run, at least 100 ms.
+/// Buckets of about 1/200 of the run, at least 100 ms; bucket b holds the
+/// answers completed in (b * width, (b + 1) * width].
 fn series(run: &RunData) -> Series {
     let end = run.samples.iter().map(Sample::end_us).max().unwrap_or(0);
     let bucket = (end / 200).max(100_000);
-    let n = (end / bucket + 1) as usize;
+    let n = end.div_ceil(bucket).max(1) as usize;
+    let index = |us: u64| (us.saturating_sub(1) / bucket) as usize;
     let mut done = vec![0u64; n];
     let mut ok = vec![0u64; n];
     let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); n];
     for s in &run.samples {
-        let b = (s.end_us() / bucket) as usize;
+        let b = index(s.end_us());
         done[b] += 1;
         if run.outcome(s).is_success() {
             ok[b] += 1;
         }
-        latencies[(s.start_us / bucket) as usize].push(s.latency_us);
+        latencies[index(s.start_us).min(n - 1)].push(s.latency_us);
     }
     let width = secs(bucket);
-    let points = (0..n)
+    let mut points: Vec<Point> = (0..n)
         .map(|b| {
             let l = &mut latencies[b];
             l.sort_unstable();
@@ -229,6 +231,12 @@ fn series(run: &RunData) -> Series {
             }
         })
         .collect();
+    // A last bucket much shorter than the others turns a handful of answers
+    // into a spike: leave it out of the plot (its answers are in the totals).
+    let tail = end.saturating_sub((n as u64 - 1) * bucket);
+    if n > 1 && tail < bucket / 2 {
+        points.pop();
+    }
     Series {
         bucket_secs: width,
         points,
@@ -310,9 +318,11 @@ mod tests {
         let after = p.after_sold_out.unwrap();
         assert_eq!(after.responses, 3);
         assert!((after.rps - 3.0).abs() < 1e-9);
-        // 100 ms buckets: one answer at 0.5 s, one at 1.0 s (the 10th bucket).
-        assert_eq!(s.series.points.len(), 21);
-        assert!((s.series.points[5].rps - 10.0).abs() < 1e-9);
+        // 100 ms buckets up to 2.0 s: one answer at 0.5 s (in the 5th bucket,
+        // (0.4, 0.5]) and the last at 2.0 s (in the 20th).
+        assert_eq!(s.series.points.len(), 20);
+        assert!((s.series.points[4].rps - 10.0).abs() < 1e-9);
+        assert!((s.series.points[19].rps - 10.0).abs() < 1e-9);
     }
 
     #[test]

@@ -34,9 +34,7 @@ pub async fn sale_snapshot(
     db: &DatabaseConnection,
     id: &seckill_common::domain::SaleId,
 ) -> Result<Option<(sale::Model, Vec<(String, String)>)>, DbErr> {
-    use sea_orm::{
-        AccessMode, ColumnTrait, EntityTrait, IsolationLevel, QueryFilter, QuerySelect,
-    };
+    use sea_orm::{AccessMode, ColumnTrait, EntityTrait, IsolationLevel, QueryFilter, QuerySelect};
     let txn = db
         .begin_with_config(
             Some(IsolationLevel::RepeatableRead),

@@ -184,11 +184,16 @@ async fn db_snapshot(
     db: &DatabaseConnection,
     id: &SaleId,
 ) -> Result<Option<DbSnapshot>, sea_orm::DbErr> {
-    Ok(persistence::sale_snapshot(db, id).await?.map(|(row, buyers)| {
-        (
-            i64::from(row.stock_remaining),
-            i64::from(row.per_user_limit),
-            buyers.into_iter().map(|(user, order)| (order, user)).collect(),
-        )
-    }))
+    Ok(persistence::sale_snapshot(db, id)
+        .await?
+        .map(|(row, buyers)| {
+            (
+                i64::from(row.stock_remaining),
+                i64::from(row.per_user_limit),
+                buyers
+                    .into_iter()
+                    .map(|(user, order)| (order, user))
+                    .collect(),
+            )
+        }))
 }
