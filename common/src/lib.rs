@@ -18,6 +18,7 @@ pub mod events;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod migration;
 pub mod redis_conn;
 pub mod retry;
 pub mod settings;

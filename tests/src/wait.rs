@@ -20,3 +20,14 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Asserts an API answer is the documented error: `status` and
+/// `{"error":{"code": code}}`, printing the body when it is not.
+#[track_caller]
+pub fn assert_error(status: u16, body: &serde_json::Value, expected_status: u16, code: &str) {
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (expected_status, Some(code)),
+        "{body}"
+    );
+}

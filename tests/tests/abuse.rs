@@ -12,7 +12,7 @@ use gateway::purchase_token::PurchaseTokens;
 use seckill_common::domain::{SaleId, UserId};
 use seckill_common::settings::Secret;
 use seckill_tests::stack::{ADMIN_TOKEN, JWT_SECRET};
-use seckill_tests::{wait_until, Stack, StackOptions};
+use seckill_tests::{assert_error, wait_until, Stack, StackOptions};
 
 /// Restarts the stack's gateway with `vars` set (blocking bits off the runtime).
 async fn restart_gateway_with(stack: &mut Stack, vars: &[(&str, &str)]) {
@@ -257,11 +257,7 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
 
     // A bot firing the order endpoint blind is refused, and takes nothing.
     let (status, body) = purchase_with(&stack, &alice, &sale, None).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("purchase_token_required")),
-        "{body}"
-    );
+    assert_error(status, &body, 403, "purchase_token_required");
 
     let (status, issued) = fetch_purchase_token(&stack, &alice, &sale).await;
     assert_eq!(status, 200, "{issued}");
@@ -272,17 +268,9 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
 
     // Bound to its user and its sale; forged or expired ones do not pass.
     let (status, body) = purchase_with(&stack, &bob, &sale, Some(&alices)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("invalid_purchase_token")),
-        "{body}"
-    );
+    assert_error(status, &body, 403, "invalid_purchase_token");
     let (status, body) = purchase_with(&stack, &alice, &sale, Some(&alices_other_sale)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("invalid_purchase_token")),
-        "{body}"
-    );
+    assert_error(status, &body, 403, "invalid_purchase_token");
     let sale_id = SaleId::parse(&sale).expect("sale id");
     let alice_id = UserId::parse("alice").expect("user");
     let now = u64::try_from(Utc::now().timestamp()).expect("now");
@@ -313,27 +301,15 @@ async fn a_sale_can_require_a_short_lived_user_bound_purchase_token() {
     // Tokens are handed out only shortly before the start, never long ahead.
     let later = sale_with_token(&stack, 3600).await;
     let (status, body) = fetch_purchase_token(&stack, &alice, &later).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("sale_not_started")),
-        "{body}"
-    );
+    assert_error(status, &body, 403, "sale_not_started");
     let soon = sale_with_token(&stack, 30).await;
     let (status, issued) = fetch_purchase_token(&stack, &alice, &soon).await;
     assert_eq!(status, 200, "within the lead time: {issued}");
     let early = issued["purchase_token"].as_str().expect("token");
     let (status, body) = purchase_with(&stack, &alice, &soon, Some(early)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("sale_not_started")),
-        "{body}"
-    );
+    assert_error(status, &body, 403, "sale_not_started");
     let (status, body) = fetch_purchase_token(&stack, &alice, "no-such-sale").await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("sale_not_found")),
-        "{body}"
-    );
+    assert_error(status, &body, 404, "sale_not_found");
     assert_eq!(
         fetch_purchase_token(&stack, "not.a.jwt", &sale).await.0,
         401
@@ -438,11 +414,7 @@ async fn users_cannot_touch_each_others_orders_and_admin_routes_reject_user_toke
     let (_, before) = stack.get(&path, Some(&alice)).await;
 
     let (status, body) = stack.get(&path, Some(&mallory)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("order_not_found")),
-        "{body}"
-    );
+    assert_error(status, &body, 404, "order_not_found");
     for action in ["pay", "cancel"] {
         let response = stack
             .http

@@ -40,21 +40,4 @@ CREATE UNIQUE INDEX reservations_one_per_buyer
 
 const DOWN: &str = "DROP TABLE IF EXISTS reservations; DROP TABLE IF EXISTS sales;";
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(UP)
-            .await
-            .map(|_| ())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(DOWN)
-            .await
-            .map(|_| ())
-    }
-}
+seckill_common::sql_migration!(Migration, UP, DOWN);

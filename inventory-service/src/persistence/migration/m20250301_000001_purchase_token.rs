@@ -10,21 +10,4 @@ const UP: &str =
 
 const DOWN: &str = "ALTER TABLE sales DROP COLUMN IF EXISTS require_purchase_token";
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(UP)
-            .await
-            .map(|_| ())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(DOWN)
-            .await
-            .map(|_| ())
-    }
-}
+seckill_common::sql_migration!(Migration, UP, DOWN);

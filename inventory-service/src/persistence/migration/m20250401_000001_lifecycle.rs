@@ -32,21 +32,4 @@ ALTER TABLE reservations
 ALTER TABLE sales DROP COLUMN payment_window_secs, DROP COLUMN unit_price_cents;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(UP)
-            .await
-            .map(|_| ())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(DOWN)
-            .await
-            .map(|_| ())
-    }
-}
+seckill_common::sql_migration!(Migration, UP, DOWN);

@@ -26,21 +26,4 @@ CREATE INDEX orders_user_id_idx ON orders (user_id);
 
 const DOWN: &str = "DROP TABLE IF EXISTS orders;";
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(UP)
-            .await
-            .map(drop)
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(DOWN)
-            .await
-            .map(drop)
-    }
-}
+seckill_common::sql_migration!(Migration, UP, DOWN);

@@ -17,21 +17,4 @@ ALTER TABLE orders DROP COLUMN IF EXISTS traceparent;
 ALTER TABLE outbox DROP COLUMN IF EXISTS traceparent;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(UP)
-            .await
-            .map(drop)
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(DOWN)
-            .await
-            .map(drop)
-    }
-}
+seckill_common::sql_migration!(Migration, UP, DOWN);
