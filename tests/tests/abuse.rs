@@ -161,7 +161,9 @@ async fn requests_beyond_the_in_flight_bound_fail_fast_instead_of_queueing() {
     let stack = Stack::start_with(StackOptions {
         gateway_env: vec![
             ("SECKILL_MAX_IN_FLIGHT".into(), "2".into()),
-            ("SECKILL_REQUEST_TIMEOUT_MS".into(), "4000".into()),
+            // Long enough that the hogs surely hold their slots while we poll,
+            // even when a loaded machine is slow to dispatch them.
+            ("SECKILL_REQUEST_TIMEOUT_MS".into(), "12000".into()),
         ],
         ..Default::default()
     })
@@ -176,7 +178,7 @@ async fn requests_beyond_the_in_flight_bound_fail_fast_instead_of_queueing() {
     let path = format!("/api/v1/sales/{sale}");
     let (took, body) = wait_until(
         "the in-flight bound to refuse a request",
-        Duration::from_secs(3),
+        Duration::from_secs(10),
         || async {
             let started = std::time::Instant::now();
             let (status, body) = stack.get(&path, None).await;
@@ -190,7 +192,7 @@ async fn requests_beyond_the_in_flight_bound_fail_fast_instead_of_queueing() {
     // The slots come back (the hogs time out at the latest), and nothing was taken.
     wait_until(
         "the slots to be free again",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || async { (stack.get(&path, None).await.0 == 200).then_some(()) },
     )
     .await;
