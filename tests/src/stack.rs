@@ -209,6 +209,17 @@ impl Stack {
         for url in [&stack.inventory_url, &stack.order_url, &stack.gateway_url] {
             stack.wait_ready(url).await;
         }
+        // A ready answer from a process that is not ours (its port taken by
+        // someone else) must not pass for a started stack.
+        let mut stack = stack;
+        for process in [&mut stack.inventory, &mut stack.orders, &mut stack.gateway] {
+            assert!(
+                process.is_running(),
+                "{} exited at start:\n{}",
+                process.name,
+                process.log_tail(20)
+            );
+        }
         stack
     }
 
