@@ -11,12 +11,12 @@
 //! (every accepted order applied, Redis in agreement) or a deadline passes,
 //! and then asserts with everything it saw.
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::stack::Stack;
-use crate::wait::wait_until;
+use crate::wait::{poll_until, wait_until};
 
 /// What one sale looks like in both stores at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,25 +114,32 @@ pub async fn assert_invariants_unreconciled(
 async fn check(stack: &Stack, sale: &str, accepted: &[String], reconcile: bool) -> Snapshot {
     every_accepted_order_persisted_once(stack, accepted).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut reconciled = false;
-    let snapshot = loop {
-        if let Some((status, report)) = match reconcile {
-            true => stack.reconcile().await,
-            false => None,
-        } {
-            assert!(
-                (200..300).contains(&status),
-                "reconcile answered {status}: {report}"
-            );
-            reconciled = true;
-        }
-        let snapshot = Snapshot::take(stack, sale).await;
-        if snapshot.redis_agrees() && snapshot.databases_agree() || Instant::now() > deadline {
-            break snapshot;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let reconciled = std::cell::Cell::new(false);
+    let snapshot = poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            if let Some((status, report)) = match reconcile {
+                true => stack.reconcile().await,
+                false => None,
+            } {
+                assert!(
+                    (200..300).contains(&status),
+                    "reconcile answered {status}: {report}"
+                );
+                reconciled.set(true);
+            }
+            let snapshot = Snapshot::take(stack, sale).await;
+            if snapshot.redis_agrees() && snapshot.databases_agree() {
+                Ok(snapshot)
+            } else {
+                Err(snapshot)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|last| last);
+    let reconciled = reconciled.get();
     let context = || {
         format!(
             "sale {sale}, reconciliation {}:\n{snapshot:#?}\n{}",

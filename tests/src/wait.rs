@@ -8,16 +8,34 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    let every = Duration::from_millis(50);
+    poll_until(limit, every, || {
+        let next = check();
+        async move { next.await.ok_or(()) }
+    })
+    .await
+    .unwrap_or_else(|()| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Polls `check` every `every` until it returns `Ok`; after `limit`, returns
+/// its last `Err`, so the caller can fail with what it saw. The one place
+/// tests wait: every other wait is built on this.
+pub async fn poll_until<T, E, F, Fut>(
+    limit: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(every).await,
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -263,10 +263,11 @@ async fn pay_and_expire_race_and_exactly_one_wins_each_race() {
             let token = token_of[&order].clone();
             let stack = &stack;
             async move {
-                // A race needs both sides at the same moment: wait for the
-                // planned instant (a deadline, not a guess at a duration).
+                // A race needs both sides at the same moment: the payment is
+                // sent at its planned instant, around the order's deadline.
+                // This stages the race; it synchronises nothing.
                 let wait = (at - Utc::now()).to_std().unwrap_or_default();
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
                 let (status, body) = pay(stack, &token, &order, &format!("race-{i}")).await;
                 (order, status, body)
             }

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::{json, Value};
 
-use seckill_tests::{wait_until, Stack, StackOptions};
+use seckill_tests::{poll_until, wait_until, Stack, StackOptions};
 
 // ---------------------------------------------------------------------------
 // The OTLP receiver.
@@ -281,19 +281,18 @@ async fn whole_purchase(
     trace_id: &str,
     order_id: &str,
 ) -> Purchase {
-    let mut last = String::new();
-    for _ in 0..600 {
-        match purchase_spans(&collected.trace(trace_id), &stack.topic_prefix, order_id) {
-            Ok(purchase) => return purchase,
-            Err(missing) => last = missing,
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "trace {trace_id} of {order_id} incomplete after 30 s: {last}\nspans: {:#?}\n{}",
-        collected.trace(trace_id),
-        stack.logs()
-    );
+    let every = Duration::from_millis(50);
+    poll_until(Duration::from_secs(30), every, || async {
+        purchase_spans(&collected.trace(trace_id), &stack.topic_prefix, order_id)
+    })
+    .await
+    .unwrap_or_else(|last| {
+        panic!(
+            "trace {trace_id} of {order_id} incomplete after 30 s: {last}\nspans: {:#?}\n{}",
+            collected.trace(trace_id),
+            stack.logs()
+        )
+    })
 }
 
 fn assert_child(child: &Span, parent: &Span) {

@@ -52,16 +52,10 @@ pub async fn pay_order(
     state.limits.check_user(&user)?;
     let order_id = OrderId::parse(&path).map_err(|_| not_found())?;
     let key = idempotency_key(&req)?;
-    let url = format!("{}/internal/orders/{}/pay", state.order_url, order_id);
     let body = json!({"user_id": user, "idempotency_key": key});
     // Once: a repeat would be safe (same key), but stacking provider
     // timeouts here would only outlast the client's patience.
-    let paid: Value = state
-        .upstream
-        .call_once("order-service", Method::POST, &url, Some(&body))
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(paid))
+    order_action(&state, &order_id, "pay", &body, Retry::No).await
 }
 
 /// `POST /api/v1/orders/{id}/cancel`: 200 with the cancelled order (also for
@@ -73,15 +67,40 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_user(&user)?;
     let order_id = OrderId::parse(&path).map_err(|_| not_found())?;
-    let url = format!("{}/internal/orders/{}/cancel", state.order_url, order_id);
     let body = json!({"user_id": user});
     // Idempotent, so retried like a read.
-    let cancelled: Value = state
-        .upstream
-        .call("order-service", Method::POST, &url, Some(&body))
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(cancelled))
+    order_action(&state, &order_id, "cancel", &body, Retry::Yes).await
+}
+
+enum Retry {
+    Yes,
+    No,
+}
+
+/// Posts `body` to order-service's `/internal/orders/{id}/{action}` and
+/// passes its answer on (its own JSON errors included).
+async fn order_action(
+    state: &AppState,
+    order_id: &OrderId,
+    action: &str,
+    body: &Value,
+    retry: Retry,
+) -> Result<HttpResponse, ApiError> {
+    let url = format!("{}/internal/orders/{order_id}/{action}", state.order_url);
+    let upstream = &state.upstream;
+    let answer: Option<Value> = match retry {
+        Retry::Yes => {
+            upstream
+                .call("order-service", Method::POST, &url, Some(body))
+                .await?
+        }
+        Retry::No => {
+            upstream
+                .call_once("order-service", Method::POST, &url, Some(body))
+                .await?
+        }
+    };
+    Ok(HttpResponse::Ok().json(answer.ok_or_else(not_found)?))
 }
 
 /// `GET /api/v1/users/me/orders`: `{"orders": [...]}`, newest first. Orders
