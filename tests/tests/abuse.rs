@@ -12,7 +12,7 @@ use gateway::purchase_token::PurchaseTokens;
 use seckill_common::domain::{SaleId, UserId};
 use seckill_common::settings::Secret;
 use seckill_tests::stack::{ADMIN_TOKEN, JWT_SECRET};
-use seckill_tests::{assert_error, wait_until, Stack, StackOptions};
+use seckill_tests::{assert_error, poll_until, wait_until, Stack, StackOptions};
 
 /// Restarts the stack's gateway with `vars` set (blocking bits off the runtime).
 async fn restart_gateway_with(stack: &mut Stack, vars: &[(&str, &str)]) {
@@ -110,6 +110,12 @@ fn gateway_port(stack: &Stack) -> u16 {
 }
 
 /// A purchase whose head arrives but whose body never does (slowloris).
+/// True while the server has not answered: the request still holds its slot.
+fn still_waiting(socket: &tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(socket.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 async fn slow_purchase(stack: &Stack, sale: &str, user: &str) -> tokio::net::TcpStream {
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port(stack)))
         .await
@@ -169,23 +175,35 @@ async fn requests_beyond_the_in_flight_bound_fail_fast_instead_of_queueing() {
     })
     .await;
     let sale = stack.active_sale(5).await;
-    // Two requests that never finish sending hold both slots...
-    let hogs = [
-        slow_purchase(&stack, &sale, "hog-0").await,
-        slow_purchase(&stack, &sale, "hog-1").await,
-    ];
-    // ...so any other request is refused at once rather than queued.
     let path = format!("/api/v1/sales/{sale}");
-    let (took, body) = wait_until(
-        "the in-flight bound to refuse a request",
+    // Two requests that never finish sending hold both slots, so any other
+    // request is refused at once rather than queued. A hog can itself lose
+    // the race for a slot to one of our probes; it is then answered at once
+    // and holds nothing, so it is replaced until two are truly waiting.
+    let hogs = tokio::sync::Mutex::new(Vec::new());
+    let (took, body) = poll_until(
         Duration::from_secs(10),
+        Duration::from_millis(50),
         || async {
+            let mut hogs = hogs.lock().await;
+            hogs.retain(still_waiting);
+            while hogs.len() < 2 {
+                let user = format!("hog-{}", hogs.len());
+                hogs.push(slow_purchase(&stack, &sale, &user).await);
+            }
             let started = std::time::Instant::now();
             let (status, body) = stack.get(&path, None).await;
-            (status == 503).then(|| (started.elapsed(), body))
+            if status == 503 {
+                Ok((started.elapsed(), body))
+            } else {
+                Err((status, body))
+            }
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|last| {
+        panic!("the in-flight bound never refused a request; last answer {last:?}")
+    });
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
     assert!(took < Duration::from_millis(500), "refused in {took:?}");
     drop(hogs);
