@@ -1,5 +1,6 @@
-//! The `OrderRequested` handler: one database transaction per batch, then one
-//! event per order, then the Redis reservations of rejected orders go back.
+//! The `OrderRequested` handler: one database transaction per batch (set-based
+//! when it can be, see [`crate::reserve`]), then one event per order, then the
+//! Redis reservations of rejected orders go back.
 //!
 //! The order matters. Events are produced only after the commit, so nothing
 //! is announced that could still roll back; Redis is released only after the
@@ -17,6 +18,7 @@ use seckill_common::kafka::EventProducer;
 use seckill_common::settings::Topics;
 use seckill_common::stock;
 
+use crate::reserve::batch::{self, Fallback};
 use crate::reserve::{reserve, Outcome, ReserveError};
 
 pub struct InventoryHandler {
@@ -59,44 +61,125 @@ impl BatchHandler for InventoryHandler {
 }
 
 impl InventoryHandler {
+    /// Decides every order, committed before this returns: as a set when it
+    /// can, else order by order (see [`crate::reserve`]). Each order gets its
+    /// `db.reserve` span under its message's span, whichever path decides it;
+    /// the batch's statements run in one `db.reserve_batch` span of their own.
     async fn decide<'a>(
         &self,
         orders: Vec<(&'a OrderRef, &'a tracing::Span)>,
     ) -> Result<Vec<Decision<'a>>, HandleError> {
+        let refs: Vec<&OrderRef> = orders.iter().map(|(order, _)| *order).collect();
+        let db_spans: Vec<tracing::Span> = orders
+            .iter()
+            .map(|(order, span)| {
+                tracing::info_span!(
+                    parent: *span,
+                    "db.reserve",
+                    otel.kind = "client",
+                    db.system = "postgresql",
+                    db.operation = "reserve",
+                    order_id = %order.order_id,
+                    sale_id = %order.sale_id,
+                    outcome = tracing::field::Empty,
+                )
+            })
+            .collect();
+        let batch_span = tracing::info_span!(
+            "db.reserve_batch",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation = "reserve_batch",
+            batch.size = refs.len(),
+            path = tracing::field::Empty,
+            fallback = tracing::field::Empty,
+        );
+        for (_, span) in &orders {
+            batch_span.follows_from(*span);
+        }
+        let outcomes = match self
+            .decide_as_set(&refs)
+            .instrument(batch_span.clone())
+            .await?
+        {
+            Ok(outcomes) => {
+                batch_span.record("path", "set");
+                tracing::debug!(parent: &batch_span, size = refs.len(), path = "set", "reservation batch decided");
+                outcomes
+            }
+            Err(why) => {
+                batch_span.record("path", "per_order");
+                batch_span.record("fallback", why.as_str());
+                tracing::info!(parent: &batch_span, size = refs.len(), path = "per_order", fallback = why.as_str(),
+                    "reservation batch cannot be decided as a set; deciding it order by order");
+                self.decide_one_by_one(&refs, &db_spans)
+                    .instrument(batch_span)
+                    .await?
+            }
+        };
+        let decisions = orders
+            .into_iter()
+            .zip(outcomes)
+            .zip(&db_spans)
+            .map(|(((order, span), outcome), db_span)| {
+                match &outcome {
+                    Outcome::Reserved(_) => db_span.record("outcome", "reserved"),
+                    Outcome::Rejected(reason) => db_span.record("outcome", reason.as_str()),
+                };
+                Decision {
+                    order,
+                    outcome,
+                    span,
+                }
+            })
+            .collect();
+        Ok(decisions)
+    }
+
+    /// The fast path in a transaction of its own, committed when it decided,
+    /// rolled back when it says why it cannot (before the fallback starts,
+    /// which would otherwise wait on this transaction's rows).
+    async fn decide_as_set(
+        &self,
+        orders: &[&OrderRef],
+    ) -> Result<Result<Vec<Outcome>, Fallback>, HandleError> {
+        if batch::repeats_an_order(orders) {
+            return Ok(Err(Fallback::RepeatedOrder));
+        }
         let txn = self.db.begin().await.map_err(HandleError::from)?;
-        let mut decisions = Vec::with_capacity(orders.len());
-        for (order, span) in orders {
-            let db_span = tracing::info_span!(
-                parent: span,
-                "db.reserve",
-                otel.kind = "client",
-                db.system = "postgresql",
-                db.operation = "reserve",
-                order_id = %order.order_id,
-                sale_id = %order.sale_id,
-                outcome = tracing::field::Empty,
-            );
+        match batch::reserve_all(&txn, orders).await {
+            Ok(Ok(outcomes)) => {
+                txn.commit().await.map_err(HandleError::from)?;
+                Ok(Ok(outcomes))
+            }
+            Ok(Err(why)) => {
+                txn.rollback().await.map_err(HandleError::from)?;
+                Ok(Err(why))
+            }
+            Err(error) => {
+                let _ = txn.rollback().await;
+                Err(handle_error(error))
+            }
+        }
+    }
+
+    /// The fallback: one transaction, one savepoint per order.
+    async fn decide_one_by_one(
+        &self,
+        orders: &[&OrderRef],
+        db_spans: &[tracing::Span],
+    ) -> Result<Vec<Outcome>, HandleError> {
+        let txn = self.db.begin().await.map_err(HandleError::from)?;
+        let mut outcomes = Vec::with_capacity(orders.len());
+        for (order, db_span) in orders.iter().zip(db_spans) {
             let outcome = reserve(&txn, order)
                 .instrument(db_span.clone())
                 .await
-                .map_err(|e| match e {
-                    ReserveError::Db(e) => HandleError::from(e),
-                    mismatch @ ReserveError::Mismatch(_) => {
-                        HandleError::Permanent(mismatch.to_string())
-                    }
-                })?;
-            match &outcome {
-                Outcome::Reserved(_) => db_span.record("outcome", "reserved"),
-                Outcome::Rejected(reason) => db_span.record("outcome", reason.as_str()),
-            };
-            decisions.push(Decision {
-                order,
-                outcome,
-                span,
-            });
+                .map_err(handle_error)?;
+            outcomes.push(outcome);
         }
         txn.commit().await.map_err(HandleError::from)?;
-        Ok(decisions)
+        Ok(outcomes)
     }
 
     /// Produces every outcome concurrently and waits for all acknowledgements.
@@ -146,5 +229,14 @@ impl InventoryHandler {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// A mismatched redelivery is about the message; database errors classify
+/// themselves (an outage is transient).
+fn handle_error(error: ReserveError) -> HandleError {
+    match error {
+        ReserveError::Db(e) => HandleError::from(e),
+        mismatch @ ReserveError::Mismatch(_) => HandleError::Permanent(mismatch.to_string()),
     }
 }

@@ -1,9 +1,16 @@
-//! Applies one order to the authoritative stock, inside the batch's transaction.
+//! Applies orders to the authoritative stock.
+//!
+//! A batch is first tried as a set ([`batch`]: one insert for all orders,
+//! one decrement per sale, no savepoint). When the set cannot be decided as
+//! a whole, the batch is decided here, order by order, in a fresh
+//! transaction: this is the fallback, and the reference semantics.
 //!
 //! The reservation row is inserted first, keyed by order id: if it already
 //! exists the message is a redelivery and the stored outcome is returned
 //! without touching stock. Each order runs in a savepoint of its own, so a
-//! constraint violation rejects that order without aborting the batch.
+//! constraint violation rejects that order without aborting the batch. (Each
+//! savepoint is a subtransaction, and many of them locking one sales row is
+//! what makes this path slow under load; hence the fast path.)
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryResult, SqlErr,
     Statement, TransactionTrait, Value,
@@ -13,6 +20,8 @@ use seckill_common::events::OrderRef;
 
 use crate::persistence::reservation::{self, REJECTED, RELEASED, RESERVED};
 use crate::persistence::sale;
+
+pub mod batch;
 
 /// Why an order was rejected; sent in `StockRejected.reason`.
 pub mod reason {

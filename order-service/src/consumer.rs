@@ -1,10 +1,18 @@
 //! The inventory-events handler: one order row per inventory decision.
 //!
-//! Per batch: one transaction, one savepoint per message, commit, then one
-//! event per message, all awaited. Only then does the batch loop store the
-//! offsets, so a crash anywhere means redelivery, and a redelivery finds the
-//! row already there, changes nothing and re-emits the same event (same event
-//! id, see `Envelope::new`).
+//! Per batch: one transaction, commit, then one event per message, all
+//! awaited. Only then does the batch loop store the offsets, so a crash
+//! anywhere means redelivery, and a redelivery finds the row already there,
+//! changes nothing and re-emits the same event (same event id, see
+//! `Envelope::new`).
+//!
+//! The transaction is set-based when it can be ([`batch`]: one multi-row
+//! insert, no savepoint, because a savepoint per message is a subtransaction
+//! per message and those are what made PostgreSQL slow under load). When the
+//! batch repeats an order id or holds a second live order for one user and
+//! sale, it is rolled back and the batch is stored here instead, message by
+//! message, each in a savepoint of its own, so that the second live order is
+//! recorded as failed (`duplicate_buyer`) without aborting the batch.
 use futures::future::join_all;
 use sea_orm::sqlx;
 use sea_orm::{
@@ -18,6 +26,10 @@ use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
 use seckill_common::kafka::{traceparent_of, EventProducer};
 
 use crate::persistence::OrderStatus;
+
+mod batch;
+
+use batch::{Fallback, Row};
 
 /// The reason recorded when a second live order arrives for one user and sale.
 pub const DUPLICATE_BUYER: &str = "duplicate_buyer";
@@ -65,12 +77,21 @@ impl Terms {
     }
 }
 
+/// One message to act on, with its `db.persist_order` span.
+struct Pending<'a> {
+    incoming: &'a Incoming,
+    order: &'a OrderRef,
+    wanted: Persisted,
+    terms: Option<Terms>,
+    traceparent: Option<String>,
+    span: tracing::Span,
+}
+
 impl BatchHandler for OrderHandler {
     async fn handle(&self, batch: &[Incoming]) -> Result<(), HandleError> {
-        let txn = self.db.begin().await.map_err(HandleError::from)?;
-        let mut outgoing = Vec::with_capacity(batch.len());
+        let mut pending = Vec::with_capacity(batch.len());
         for incoming in batch {
-            let Some((order, requested, terms)) = decision(&incoming.envelope.event) else {
+            let Some((order, wanted, terms)) = decision(&incoming.envelope.event) else {
                 tracing::debug!(parent: &incoming.span, event = incoming.envelope.event.type_name(), "ignoring event");
                 continue;
             };
@@ -85,28 +106,60 @@ impl BatchHandler for OrderHandler {
                 order.status = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
-            // Kept on the row: the order's later events that no request
-            // carries (OrderExpired) continue the purchase's trace.
-            let traceparent = traceparent_of(&incoming.span);
-            let persisted = persist(&txn, order, requested, terms, traceparent.as_deref())
-                .instrument(span.clone())
-                .await;
-            match persisted {
-                Ok(p) => {
-                    span.record("order.status", p.status.as_str());
-                    outgoing.push((incoming, event_for(order, p)));
-                }
-                Err(error) => {
-                    span.record("otel.status_code", "ERROR");
-                    tracing::warn!(parent: &span, %error, "cannot persist order");
-                    // Dropping `txn` would also roll back; an explicit rollback
-                    // returns the connection to the pool clean and at once.
-                    let _ = txn.rollback().await;
-                    return Err(HandleError::from(error));
-                }
-            }
+            pending.push(Pending {
+                incoming,
+                order,
+                wanted,
+                terms,
+                // Kept on the row: the order's later events that no request
+                // carries (OrderExpired) continue the purchase's trace.
+                traceparent: traceparent_of(&incoming.span),
+                span,
+            });
         }
-        txn.commit().await.map_err(HandleError::from)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // The batch's statements serve every message: they run in a span of
+        // their own, linked to each message's.
+        let batch_span = tracing::info_span!(
+            "db.persist_order_batch",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation = "INSERT",
+            db.sql.table = "orders",
+            batch.size = pending.len(),
+            path = tracing::field::Empty,
+            fallback = tracing::field::Empty,
+        );
+        for p in &pending {
+            batch_span.follows_from(&p.incoming.span);
+        }
+        let stored = self.persist_as_set(&pending).instrument(batch_span.clone());
+        let persisted = match stored.await? {
+            Ok(persisted) => {
+                batch_span.record("path", "set");
+                tracing::debug!(parent: &batch_span, size = pending.len(), "order batch stored as a set");
+                persisted
+            }
+            Err(why) => {
+                batch_span.record("path", "per_message");
+                batch_span.record("fallback", why.as_str());
+                tracing::info!(parent: &batch_span, size = pending.len(), fallback = why.as_str(),
+                    "order batch cannot be stored as a set; storing it message by message");
+                self.persist_one_by_one(&pending)
+                    .instrument(batch_span)
+                    .await?
+            }
+        };
+        let outgoing: Vec<(&Incoming, Event)> = pending
+            .iter()
+            .zip(persisted)
+            .map(|(p, persisted)| {
+                p.span.record("order.status", persisted.status.as_str());
+                (p.incoming, event_for(p.order, persisted))
+            })
+            .collect();
 
         let sends = outgoing.iter().map(|(incoming, event)| {
             let envelope = Envelope::new(event.clone());
@@ -124,6 +177,75 @@ impl BatchHandler for OrderHandler {
             tracing::info!(parent: &incoming.span, order_id = %event.order_id(), event = event.type_name(), "order persisted and announced");
         }
         Ok(())
+    }
+}
+
+impl OrderHandler {
+    /// The fast path ([`batch`]) in a transaction of its own: committed when
+    /// it stored the batch, rolled back when it says why it cannot (before
+    /// the fallback starts, which would otherwise wait on its rows).
+    async fn persist_as_set(
+        &self,
+        pending: &[Pending<'_>],
+    ) -> Result<Result<Vec<Persisted>, Fallback>, HandleError> {
+        let rows: Vec<Row<'_>> = pending
+            .iter()
+            .map(|p| Row {
+                order: p.order,
+                wanted: &p.wanted,
+                terms: p.terms,
+                traceparent: p.traceparent.as_deref(),
+            })
+            .collect();
+        if batch::repeats_an_order(&rows) {
+            return Ok(Err(Fallback::RepeatedOrder));
+        }
+        let txn = self.db.begin().await.map_err(HandleError::from)?;
+        match batch::persist_all(&txn, &rows).await {
+            Ok(Ok(persisted)) => {
+                txn.commit().await.map_err(HandleError::from)?;
+                Ok(Ok(persisted))
+            }
+            Ok(Err(why)) => {
+                txn.rollback().await.map_err(HandleError::from)?;
+                Ok(Err(why))
+            }
+            Err(error) => {
+                for p in pending {
+                    p.span.record("otel.status_code", "ERROR");
+                }
+                tracing::warn!(%error, size = pending.len(), "cannot persist order batch");
+                let _ = txn.rollback().await;
+                Err(HandleError::from(error))
+            }
+        }
+    }
+
+    /// The fallback: one transaction, one savepoint per message.
+    async fn persist_one_by_one(
+        &self,
+        pending: &[Pending<'_>],
+    ) -> Result<Vec<Persisted>, HandleError> {
+        let txn = self.db.begin().await.map_err(HandleError::from)?;
+        let mut persisted = Vec::with_capacity(pending.len());
+        for p in pending {
+            let one = persist(&txn, p.order, &p.wanted, p.terms, p.traceparent.as_deref())
+                .instrument(p.span.clone())
+                .await;
+            match one {
+                Ok(one) => persisted.push(one),
+                Err(error) => {
+                    p.span.record("otel.status_code", "ERROR");
+                    tracing::warn!(parent: &p.span, %error, "cannot persist order");
+                    // Dropping `txn` would also roll back; an explicit rollback
+                    // returns the connection to the pool clean and at once.
+                    let _ = txn.rollback().await;
+                    return Err(HandleError::from(error));
+                }
+            }
+        }
+        txn.commit().await.map_err(HandleError::from)?;
+        Ok(persisted)
     }
 }
 
@@ -168,11 +290,11 @@ fn event_for(order: &OrderRef, persisted: Persisted) -> Event {
 async fn persist(
     txn: &DatabaseTransaction,
     order: &OrderRef,
-    requested: Persisted,
+    requested: &Persisted,
     terms: Option<Terms>,
     traceparent: Option<&str>,
 ) -> Result<Persisted, DbErr> {
-    match insert_in_savepoint(txn, order, &requested, terms, traceparent).await {
+    match insert_in_savepoint(txn, order, requested, terms, traceparent).await {
         Err(error) if violates(&error, LIVE_SALE_USER_INDEX) => {
             tracing::warn!(order_id = %order.order_id, sale_id = %order.sale_id, user_id = %order.user_id,
                 "user already holds a live order in this sale; recording this one as failed");

@@ -908,11 +908,13 @@ async fn metrics_after_a_burst_match_what_the_burst_did() {
         ),
         0.0
     );
+    // Statements are counted. Not one per order: a consumer batch writes
+    // all its orders with one INSERT.
     assert!(
         inventory.value(
             "seckill_db_query_duration_seconds_count",
             &[("operation", "INSERT"), ("outcome", "ok")]
-        ) >= 20.0
+        ) >= 1.0
     );
     assert_eq!(
         inventory.value(
@@ -943,7 +945,7 @@ async fn metrics_after_a_burst_match_what_the_burst_did() {
         orders.value(
             "seckill_db_query_duration_seconds_count",
             &[("operation", "INSERT"), ("outcome", "ok")]
-        ) >= 20.0
+        ) >= 1.0
     );
     assert!(
         orders.value(
