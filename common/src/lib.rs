@@ -9,6 +9,7 @@
 //! * [`settings`]: layered, validated configuration (defaults, file, environment).
 //! * [`telemetry`]: JSON logs and OpenTelemetry traces, set up once per process.
 //! * [`http`]: the JSON error shape and the health endpoints.
+//! * [`request_span`]: the root span of each HTTP request, and which answers are logged.
 //! * [`metrics`]: Prometheus request, consumer and database metrics, and `/metrics`.
 //! * [`shutdown`]: the signal every task watches to stop intake and drain.
 pub mod consumer;
@@ -20,6 +21,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod migration;
 pub mod redis_conn;
+pub mod request_span;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

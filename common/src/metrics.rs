@@ -90,7 +90,9 @@ impl HttpMetrics {
         Ok(Self { requests, duration })
     }
 
-    fn observe(&self, method: &Method, route: &str, status: u16, took: Duration) {
+    /// Records one answer; the middleware calls it for every request, and a
+    /// handler that answers before the middleware (the gateway's front door) may too.
+    pub fn observe(&self, method: &Method, route: &str, status: u16, took: Duration) {
         let status = status.to_string();
         let labels = [method_label(method), route, status.as_str()];
         self.requests.with_label_values(&labels).inc();

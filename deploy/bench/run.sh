@@ -21,6 +21,8 @@
 #   BENCH_PERF          unset   1: perf-record the gateway in the purchase and sold-out runs
 #   BENCH_RUST_LOG      warn    the services' RUST_LOG (info logs every request)
 #   BENCH_BIN           unset   use the binaries in this directory; no cargo build
+#   BENCH_ONLY          unset   run only these measurements (comma-separated: http-ceiling,
+#                               redis, purchase, sold-out, persist); the summary then is skipped
 #
 # Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
 # 26379, PostgreSQL 25432, broker 29092, gateway 28080, inventory-service
@@ -237,6 +239,9 @@ measure() {
         tee -a "$OUT/$name.txt"
 }
 
+# wanted NAME: whether BENCH_ONLY (default: everything) asks for this measurement.
+wanted() { [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
+
 # ------------------------------------------------------------------ warm-up
 # Connections, the producer's metadata, the script cache: not what we measure.
 log "warm-up (load average now: $(cut -d' ' -f1-3 /proc/loadavg); anything else running skews the figures)"
@@ -249,7 +254,7 @@ log "warm-up (load average now: $(cut -d' ' -f1-3 /proc/loadavg); anything else 
 # ------------------------------------------------------------------ 1. HTTP ceiling
 # The same request as a purchase: POST, JSON body, a bearer token of the same size.
 token="$("$BIN/gateway" mint-token --user ceiling-user 2>>"$STATE/gateway.log")"
-measure http-ceiling "$BIN/bench" http --name "HTTP ceiling" \
+wanted http-ceiling && measure http-ceiling "$BIN/bench" http --name "HTTP ceiling" \
     --url "http://127.0.0.1:$CEILING_PORT/api/v1/sales/ceiling/orders" --method POST --body '{}' \
     --header 'Content-Type: application/json' --header "Authorization: Bearer $token" \
     --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/http-ceiling"
@@ -257,40 +262,46 @@ measure http-ceiling "$BIN/bench" http --name "HTTP ceiling" \
 # ------------------------------------------------------------------ 2. Redis ceiling
 # The gateway's own script, loaded byte for byte (-x: from stdin), against a
 # sale with stock to spare: every call takes the full write path.
-"$BIN/bench" lua >"$OUT/purchase.lua"
-sha="$(redis-cli -p "$REDIS_PORT" -x SCRIPT LOAD <"$OUT/purchase.lua")"
-[ "$sha" = "$("$BIN/bench" lua --sha)" ] || die "SCRIPT LOAD gave $sha, not the gateway's script hash"
-rkeys=('seckill:{bench-redis-ceiling}:sale' 'seckill:{bench-redis-ceiling}:buyers')
-redis-cli -p "$REDIS_PORT" HSET "${rkeys[0]}" stock 1000000000 total 1000000000 \
-    starts_at 0 ends_at 99999999999999 per_user_limit 100 >/dev/null
-log "measuring: redis-benchmark EVALSHA"
-redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -n "$REDIS_REQUESTS" -c "$CONCURRENCY" \
-    -r 100000000 --csv EVALSHA "$sha" 2 "${rkeys[@]}" user-__rand_int__ 1 order-__rand_int__ \
-    >"$OUT/redis-benchmark.csv"
-redis-cli -p "$REDIS_PORT" DEL "${rkeys[@]}" >/dev/null
-REDIS_RPS="$(tail -n 1 "$OUT/redis-benchmark.csv" | cut -d'"' -f4)"
-[[ "$REDIS_RPS" =~ ^[0-9.]+$ ]] ||
-    die "could not read redis-benchmark's result: $(cat "$OUT/redis-benchmark.csv")"
-echo "== Redis ceiling: EVALSHA of the purchase script, -c $CONCURRENCY: $REDIS_RPS req/s ==" |
-    tee "$OUT/redis-benchmark.txt"
+if wanted redis; then
+    "$BIN/bench" lua >"$OUT/purchase.lua"
+    sha="$(redis-cli -p "$REDIS_PORT" -x SCRIPT LOAD <"$OUT/purchase.lua")"
+    [ "$sha" = "$("$BIN/bench" lua --sha)" ] || die "SCRIPT LOAD gave $sha, not the gateway's script hash"
+    rkeys=('seckill:{bench-redis-ceiling}:sale' 'seckill:{bench-redis-ceiling}:buyers')
+    redis-cli -p "$REDIS_PORT" HSET "${rkeys[0]}" stock 1000000000 total 1000000000 \
+        starts_at 0 ends_at 99999999999999 per_user_limit 100 >/dev/null
+    log "measuring: redis-benchmark EVALSHA"
+    redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -n "$REDIS_REQUESTS" -c "$CONCURRENCY" \
+        -r 100000000 --csv EVALSHA "$sha" 2 "${rkeys[@]}" user-__rand_int__ 1 order-__rand_int__ \
+        >"$OUT/redis-benchmark.csv"
+    redis-cli -p "$REDIS_PORT" DEL "${rkeys[@]}" >/dev/null
+    REDIS_RPS="$(tail -n 1 "$OUT/redis-benchmark.csv" | cut -d'"' -f4)"
+    [[ "$REDIS_RPS" =~ ^[0-9.]+$ ]] ||
+        die "could not read redis-benchmark's result: $(cat "$OUT/redis-benchmark.csv")"
+    echo "== Redis ceiling: EVALSHA of the purchase script, -c $CONCURRENCY: $REDIS_RPS req/s ==" |
+        tee "$OUT/redis-benchmark.txt"
+fi
 
 # ------------------------------------------------------------------ 3. purchase path
-measure purchase "$BIN/bench" purchase --name "purchase path" --gateway "$GATEWAY" \
+wanted purchase && measure purchase "$BIN/bench" purchase --name "purchase path" --gateway "$GATEWAY" \
     --users "$USERS" --stock "$STOCK" "${LOAD[@]}" \
     --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/purchase"
 
 # ------------------------------------------------------------------ 4. sold-out path
 # One unit: the first request buys it, every other one meets a sold-out sale.
-measure sold-out "$BIN/bench" purchase --name "sold-out path" --gateway "$GATEWAY" \
+wanted sold-out && measure sold-out "$BIN/bench" purchase --name "sold-out path" --gateway "$GATEWAY" \
     --users "$USERS" --stock 1 --requests "$REQUESTS" "${LOAD[@]}" \
     --redis-url "$REDIS_URL" --out "$OUT/sold-out"
 
 # ------------------------------------------------------------------ 5. persisted per second
-measure persist "$BIN/bench" purchase --name "persistence" --gateway "$GATEWAY" \
+wanted persist && measure persist "$BIN/bench" purchase --name "persistence" --gateway "$GATEWAY" \
     --users "$PERSIST_ORDERS" --stock "$PERSIST_ORDERS" "${LOAD[@]}" \
     --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/persist"
 
 # ------------------------------------------------------------------ 6. peak RSS
+if [ -n "${BENCH_ONLY:-}" ]; then
+    log "BENCH_ONLY=$BENCH_ONLY: no summary. Results: $OUT"
+    exit 0
+fi
 rss_args=()
 for name in gateway inventory-service order-service; do
     kib="$(awk '/^VmHWM:/{print $2}' "/proc/$(svc_pid "$name")/status")"

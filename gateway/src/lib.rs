@@ -2,10 +2,13 @@
 //!
 //! A purchase is admitted (rate limits, in-flight bound), authenticated (JWT),
 //! decided in Redis by one Lua script ([`purchase`]), and enqueued to Kafka
-//! before the client hears 202. Everything after that is asynchronous.
+//! before the client hears 202. Everything after that is asynchronous. Once
+//! a sale is known to be sold out, [`front_door`] answers its purchases
+//! before any of that runs.
 pub mod auth;
 pub mod configuration;
 pub mod fault;
+pub mod front_door;
 pub mod limits;
 pub mod metrics;
 pub mod purchase;

@@ -9,7 +9,15 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use actix_web::http::StatusCode;
+
 use seckill_common::domain::SaleId;
+use seckill_common::http::ApiError;
+
+/// The one answer to a purchase of a sold-out sale, wherever it is decided.
+pub fn answer() -> ApiError {
+    ApiError::new(StatusCode::GONE, "sold_out", "the sale is sold out")
+}
 
 pub struct SoldOutCache {
     ttl: Duration,

@@ -41,6 +41,9 @@ pub struct AppState {
     pub purchase_tokens: PurchaseTokens,
     /// Bound on one Redis call made while serving a request.
     pub redis_timeout: Duration,
+    /// For answers given before the metrics middleware (see `front_door`).
+    pub http_metrics: HttpMetrics,
+    pub max_body_bytes: usize,
 }
 
 pub struct Application {
@@ -97,6 +100,8 @@ impl Application {
                 settings.purchase_token_ttl_secs,
                 settings.purchase_token_lead_secs,
             ),
+            http_metrics: http_metrics.clone(),
+            max_body_bytes: settings.max_body_bytes,
         });
         let jwt = web::Data::new(JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs));
         let admin = web::Data::new(AdminToken(settings.admin_token.clone()));
@@ -145,8 +150,12 @@ impl Application {
                             as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>),
                     }
                 })
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(seckill_common::request_span::middleware())
                 .wrap(http_metrics.clone())
+                // Outermost: a known sold-out sale is answered before anything else.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::front_door::answer_sold_out,
+                ))
                 .app_data(state.clone())
                 .app_data(jwt.clone())
                 .app_data(admin.clone())

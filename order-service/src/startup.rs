@@ -231,7 +231,7 @@ fn run_server(
     let registry = registry.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(seckill_common::request_span::middleware())
             .wrap(http_metrics.clone())
             .service(metrics::endpoint(&registry))
             .app_data(state.clone())

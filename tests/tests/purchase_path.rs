@@ -206,3 +206,108 @@ async fn every_accepted_order_is_persisted_once_across_an_order_service_restart(
     assert_eq!(Stack::count(&stack.orders_db, &distinct).await, 300);
     assert_eq!(stack.db_stock(&sale).await, 0);
 }
+
+/// EVALSHA calls Redis has served so far (`INFO commandstats`).
+async fn script_calls(stack: &Stack) -> u64 {
+    let mut redis = stack.redis().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One raw HTTP/1.1 request on `socket`; returns the response head and body.
+async fn raw_request(socket: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The error body is small and ends the response: read until it is complete.
+    while !String::from_utf8_lossy(&answer).ends_with('}') {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_sold_out_sale_is_answered_from_memory_on_a_kept_alive_connection() {
+    let stack = Stack::start_with(seckill_tests::StackOptions {
+        // A private Redis, so its command counts are this test's alone; a
+        // sold-out memory that outlives the test.
+        private_redis: true,
+        gateway_env: vec![("SECKILL_SOLD_OUT_CACHE_MS".into(), "600000".into())],
+        ..Default::default()
+    })
+    .await;
+    let sale = stack.active_sale(1).await;
+    assert_eq!(
+        stack
+            .purchase(&stack.token("first"), &sale, json!({}))
+            .await
+            .0,
+        202
+    );
+    // Redis says sold out once; the gateway remembers it.
+    let (status, body) = stack
+        .purchase(&stack.token("second"), &sale, json!({}))
+        .await;
+    assert_error(status, &body, 410, "sold_out");
+    let calls_before = script_calls(&stack).await;
+
+    let tokens: Vec<String> = (0..40).map(|i| stack.token(&format!("late-{i}"))).collect();
+    let statuses = burst(&stack, &sale, &tokens, 10).await;
+    assert_eq!(count(&statuses, 410), 40, "{statuses:?}");
+    // Several answers on one connection: the body is read, keep-alive holds.
+    let port = stack.gateway_url.rsplit(':').next().expect("port");
+    let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    for user in ["kept-0", "kept-1", "kept-2"] {
+        let answer = raw_request(
+            &mut socket,
+            &format!(
+                "POST /api/v1/sales/{sale}/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 15\r\n\r\n{{\"quantity\": 1}}",
+                stack.token(user)
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 410"), "{answer}");
+        assert!(answer.contains("\"code\":\"sold_out\""), "{answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+    // Answered before authentication: the answer is public and costs nothing.
+    let anonymous = stack
+        .http
+        .post(format!("{}/api/v1/sales/{sale}/orders", stack.gateway_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("gateway reachable");
+    assert_eq!(anonymous.status().as_u16(), 410);
+    assert_eq!(script_calls(&stack).await, calls_before, "no Redis call");
+    // Other routes of the same sale are not affected.
+    assert_eq!(
+        stack.get(&format!("/api/v1/sales/{sale}"), None).await.0,
+        200
+    );
+    assert_eq!(stack.redis_stock(&sale).await, 0);
+}

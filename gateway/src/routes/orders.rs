@@ -99,11 +99,8 @@ pub async fn place_order(
             )
         })?,
     };
-    if state.sold_out.is_sold_out(&sale) {
-        state.metrics.outcome("sold_out");
-        return Err(sold_out());
-    }
-
+    // A sale this gateway already knows is sold out never gets here: the
+    // front door (`crate::front_door`) answered it.
     let order_id = OrderId::new(&sale);
     let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
     let mut redis = state.redis.clone();
@@ -142,7 +139,7 @@ pub async fn place_order(
         }
         Decision::SoldOut => {
             state.sold_out.mark(&sale);
-            Err(sold_out())
+            Err(crate::sold_out::answer())
         }
         Decision::AlreadyPurchased => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -171,10 +168,6 @@ pub async fn place_order(
             "this sale requires a purchase token: GET /api/v1/sales/{id}/purchase-token first",
         )),
     }
-}
-
-fn sold_out() -> ApiError {
-    ApiError::new(StatusCode::GONE, "sold_out", "the sale is sold out")
 }
 
 /// Produces `OrderRequested` and waits for the broker's acknowledgement. If

@@ -1,0 +1,106 @@
+//! The front door: a purchase of a sale this gateway knows is sold out is
+//! answered here, before anything else runs.
+//!
+//! Why first, before authentication, rate limits and the request's span:
+//! after the last unit the crowd keeps coming, and every one of them gets the
+//! same answer. It holds nothing private (a sale's remaining stock is public,
+//! `GET /api/v1/sales/{id}`) and costs nothing downstream, so there is
+//! nothing to protect. Verifying a JWT, three rate limiters, a traced root
+//! span, the router's regex and a JSON parse for it cost more than twice the
+//! answer itself (docs/benchmarks.md). The answer is still counted in the
+//! HTTP and outcome metrics, and the body is still read (bounded), so the
+//! client's keep-alive connection stays open.
+//!
+//! Only the memory of [`crate::sold_out`] is consulted; a sale not known to
+//! be sold out takes the full path, where Redis decides.
+use std::time::Instant;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage, ResponseError};
+use futures::StreamExt;
+
+use seckill_common::domain::SaleId;
+
+use crate::startup::AppState;
+
+/// The purchase route, as the router and the metrics name it.
+pub const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/orders";
+
+/// The sale id of a purchase path, found without the router's regex.
+fn purchased_sale(path: &str) -> Option<SaleId> {
+    let raw = path
+        .strip_prefix("/api/v1/sales/")?
+        .strip_suffix("/orders")?;
+    SaleId::parse(raw).ok()
+}
+
+pub async fn answer_sold_out(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let known_sold_out = match (&state, req.method() == Method::POST) {
+        (Some(state), true) => {
+            purchased_sale(req.path()).is_some_and(|sale| state.sold_out.is_sold_out(&sale))
+        }
+        _ => false,
+    };
+    let Some(state) = state.filter(|_| known_sold_out) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let started = Instant::now();
+    // Read the body (it is small, and bounded) so the connection can be reused.
+    let mut payload = req.take_payload();
+    let mut read = 0usize;
+    let mut keep_alive = true;
+    while let Some(chunk) = payload.next().await {
+        read = read.saturating_add(chunk.map(|c| c.len()).unwrap_or(usize::MAX));
+        if read > state.max_body_bytes {
+            keep_alive = false;
+            break;
+        }
+    }
+    let mut response = crate::sold_out::answer().error_response();
+    if !keep_alive {
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    state.metrics.outcome("sold_out");
+    state.http_metrics.observe(
+        &Method::POST,
+        PURCHASE_ROUTE,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    Ok(req.into_response(response).map_into_right_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_sale_of_a_purchase_path_only() {
+        assert_eq!(
+            purchased_sale("/api/v1/sales/s-1/orders").map(|s| s.to_string()),
+            Some("s-1".to_owned())
+        );
+        for other in [
+            "/api/v1/sales/s-1",
+            "/api/v1/sales//orders",
+            "/api/v1/sales/a/b/orders",
+            "/api/v1/sales/s-1/orders/",
+            "/api/v1/sales/s%2D1/orders",
+            "/api/v2/sales/s-1/orders",
+        ] {
+            assert!(purchased_sale(other).is_none(), "{other}");
+        }
+    }
+}
