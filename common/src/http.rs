@@ -87,7 +87,14 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        response.json(json!({"error": {"code": self.code, "message": self.message}}))
+        response.json(self.body())
+    }
+}
+
+impl ApiError {
+    /// The JSON body every error answer carries: `{"error":{"code","message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code, "message": self.message}})
     }
 }
 

@@ -208,6 +208,8 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<EventConsume
         .set("auto.commit.interval.ms", "500")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.min.bytes", settings.fetch_min_bytes.to_string())
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set(
             "session.timeout.ms",
             settings.session_timeout_ms.to_string(),

@@ -90,15 +90,43 @@ impl HttpMetrics {
         Ok(Self { requests, duration })
     }
 
-    /// Records one answer; the middleware calls it for every request, and a
-    /// handler that answers before the middleware (the gateway's front door) may too.
-    pub fn observe(&self, method: &Method, route: &str, status: u16, took: Duration) {
+    /// The series of one route and status, resolved once, for an answer
+    /// given before this middleware runs (the gateway's front door).
+    pub fn route(
+        &self,
+        method: &Method,
+        route: &str,
+        status: u16,
+    ) -> Result<RouteMetrics, prometheus::Error> {
+        let status = status.to_string();
+        let labels = [method_label(method), route, status.as_str()];
+        Ok(RouteMetrics {
+            requests: self.requests.get_metric_with_label_values(&labels)?,
+            duration: self.duration.get_metric_with_label_values(&labels)?,
+        })
+    }
+
+    fn observe(&self, method: &Method, route: &str, status: u16, took: Duration) {
         let status = status.to_string();
         let labels = [method_label(method), route, status.as_str()];
         self.requests.with_label_values(&labels).inc();
         self.duration
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
+    }
+}
+
+/// One route's and status's series of [`HttpMetrics`].
+#[derive(Clone)]
+pub struct RouteMetrics {
+    requests: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, took: Duration) {
+        self.requests.inc();
+        self.duration.observe(took.as_secs_f64());
     }
 }
 

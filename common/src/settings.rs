@@ -119,6 +119,11 @@ pub struct KafkaSettings {
     pub batch_max: usize,
     /// ...or whatever arrived within this window.
     pub batch_linger_ms: u64,
+    /// A consumer's fetch waits for this many bytes (librdkafka `fetch.min.bytes`)...
+    pub fetch_min_bytes: u32,
+    /// ...or this long (`fetch.wait.max.ms`). Fewer, fuller fetches cost the
+    /// broker far less per message than one fetch per trickle of messages.
+    pub fetch_wait_max_ms: u32,
     pub session_timeout_ms: u64,
     /// Attempts at one message that fails for a reason other than an outage
     /// before it goes to the dead-letter topic.
@@ -136,6 +141,8 @@ impl Default for KafkaSettings {
             linger_ms: 2,
             batch_max: 500,
             batch_linger_ms: 5,
+            fetch_min_bytes: 1,
+            fetch_wait_max_ms: 500,
             session_timeout_ms: 10_000,
             max_attempts: 3,
         }

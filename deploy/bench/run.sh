@@ -21,6 +21,7 @@
 #   BENCH_PERF          unset   1: perf-record the gateway in the purchase and sold-out runs
 #   BENCH_RUST_LOG      warn    the services' RUST_LOG (info logs every request)
 #   BENCH_BIN           unset   use the binaries in this directory; no cargo build
+#   BENCH_BROKER_STORAGE sqlite  the broker's storage: sqlite (durable, as run.sh) or memory
 #   BENCH_ONLY          unset   run only these measurements (comma-separated: http-ceiling,
 #                               redis, purchase, sold-out, persist); the summary then is skipped
 #
@@ -106,7 +107,9 @@ done
 start_redis "$REDIS_PORT" "$STATE"
 start_postgres "$PG_PORT" "$STATE"
 create_databases "$PG_PORT"
-start_broker "$BROKER_PORT" "$STATE" sqlite
+BROKER_STORAGE="${BENCH_BROKER_STORAGE:-sqlite}"
+case "$BROKER_STORAGE" in sqlite | memory) ;; *) die "BENCH_BROKER_STORAGE must be sqlite or memory" ;; esac
+start_broker "$BROKER_PORT" "$STATE" "$BROKER_STORAGE"
 
 export RUST_LOG="${BENCH_RUST_LOG:-warn}"
 export SECKILL_KAFKA__BROKERS="127.0.0.1:$BROKER_PORT"

@@ -17,17 +17,36 @@ use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
+use actix_web::http::header::ContentType;
+use actix_web::http::{ConnectionType, Method};
 use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpMessage, ResponseError};
+use actix_web::web::Bytes;
+use actix_web::{web, Error, HttpMessage, HttpResponse};
 use futures::StreamExt;
 
 use seckill_common::domain::SaleId;
+use seckill_common::metrics::{HttpMetrics, RouteMetrics};
 
 use crate::startup::AppState;
 
 /// The purchase route, as the router and the metrics name it.
 pub const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/orders";
+
+/// The answer, rendered once: the same JSON as `sold_out::answer()`.
+pub struct SoldOutAnswer {
+    body: Bytes,
+    requests: RouteMetrics,
+}
+
+impl SoldOutAnswer {
+    pub fn new(http: &HttpMetrics) -> Result<Self, prometheus::Error> {
+        let error = crate::sold_out::answer();
+        Ok(Self {
+            body: Bytes::from(error.body().to_string()),
+            requests: http.route(&Method::POST, PURCHASE_ROUTE, error.status.as_u16())?,
+        })
+    }
+}
 
 /// The sale id of a purchase path, found without the router's regex.
 fn purchased_sale(path: &str) -> Option<SaleId> {
@@ -66,19 +85,17 @@ pub async fn answer_sold_out(
             break;
         }
     }
-    let mut response = crate::sold_out::answer().error_response();
+    let answer = &state.sold_out_answer;
+    let mut response = HttpResponse::Gone()
+        .content_type(ContentType::json())
+        .body(answer.body.clone());
     if !keep_alive {
         response
             .head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
+            .set_connection_type(ConnectionType::Close);
     }
-    state.metrics.outcome("sold_out");
-    state.http_metrics.observe(
-        &Method::POST,
-        PURCHASE_ROUTE,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    state.metrics.sold_out();
+    answer.requests.observe(started.elapsed());
     Ok(req.into_response(response).map_into_right_body())
 }
 

@@ -6,6 +6,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 pub struct Metrics {
     pub registry: Registry,
     outcomes: IntCounterVec,
+    /// `outcomes{outcome="sold_out"}`, resolved once: the hottest series in a sale.
+    sold_out: IntCounter,
     produce_latency: Histogram,
     produce_errors: IntCounter,
 }
@@ -38,6 +40,7 @@ impl Metrics {
         registry.register(Box::new(produce_errors.clone()))?;
         Ok(Self {
             registry,
+            sold_out: outcomes.get_metric_with_label_values(&["sold_out"])?,
             outcomes,
             produce_latency,
             produce_errors,
@@ -46,6 +49,10 @@ impl Metrics {
 
     pub fn outcome(&self, label: &str) {
         self.outcomes.with_label_values(&[label]).inc();
+    }
+
+    pub fn sold_out(&self) {
+        self.sold_out.inc();
     }
 
     pub fn produce(&self, took: Duration, ok: bool) {

@@ -41,8 +41,9 @@ pub struct AppState {
     pub purchase_tokens: PurchaseTokens,
     /// Bound on one Redis call made while serving a request.
     pub redis_timeout: Duration,
-    /// For answers given before the metrics middleware (see `front_door`).
-    pub http_metrics: HttpMetrics,
+    /// The front door's answer, rendered once, and its request metrics
+    /// (it answers before the metrics middleware runs; see `front_door`).
+    pub sold_out_answer: crate::front_door::SoldOutAnswer,
     pub max_body_bytes: usize,
 }
 
@@ -100,7 +101,7 @@ impl Application {
                 settings.purchase_token_ttl_secs,
                 settings.purchase_token_lead_secs,
             ),
-            http_metrics: http_metrics.clone(),
+            sold_out_answer: crate::front_door::SoldOutAnswer::new(&http_metrics)?,
             max_body_bytes: settings.max_body_bytes,
         });
         let jwt = web::Data::new(JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs));
