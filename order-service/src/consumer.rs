@@ -368,13 +368,7 @@ async fn insert_or_read(
                 DbErr::RecordNotFound(format!("order {} conflicted but is gone", order.order_id))
             })?,
     };
-    let status: String = row.try_get("", "status")?;
-    let status = OrderStatus::parse(&status)
-        .ok_or_else(|| DbErr::Custom(format!("unknown order status {status:?}")))?;
-    Ok(Persisted {
-        status,
-        reason: row.try_get("", "reason")?,
-    })
+    batch::persisted(&row)
 }
 
 /// True when `error` is a unique violation of the named index.

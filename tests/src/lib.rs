@@ -7,8 +7,9 @@
 //! A fault test that stops Redis or PostgreSQL asks for private ones
 //! ([`servers`], via [`StackOptions`]); every fault scenario ends with the
 //! same check, [`invariants::assert_invariants`]; [`dead_letters`] reads
-//! what the consumers gave up on.
+//! what the consumers gave up on; [`fixtures`] makes domain values.
 pub mod dead_letters;
+pub mod fixtures;
 pub mod invariants;
 pub mod process;
 pub mod servers;

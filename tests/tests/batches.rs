@@ -13,10 +13,11 @@ use chrono::Utc;
 use futures::future::join_all;
 use sea_orm::ConnectionTrait;
 
-use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+use seckill_common::domain::{OrderId, Quantity};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Rejection, Reserved};
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::{KafkaSettings, Topics};
+use seckill_tests::fixtures::order;
 use seckill_tests::process::Process;
 use seckill_tests::{wait_until, Stack, StackOptions};
 
@@ -47,16 +48,6 @@ fn kafka(stack: &Stack) -> (EventProducer, Topics) {
     };
     let producer = EventProducer::new(&settings).expect("producer");
     (producer, settings.topics())
-}
-
-fn order(sale: &str, user: &str) -> OrderRef {
-    let sale = SaleId::parse(sale).expect("sale id");
-    OrderRef {
-        order_id: OrderId::new(&sale),
-        sale_id: sale,
-        user_id: UserId::parse(user).expect("user"),
-        quantity: Quantity::ONE,
-    }
 }
 
 fn requested(order: &OrderRef) -> Envelope {

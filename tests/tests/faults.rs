@@ -12,8 +12,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+use seckill_common::domain::{OrderId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Reserved};
+use seckill_tests::fixtures::order;
 use seckill_tests::invariants::{assert_invariants, assert_invariants_unreconciled};
 use seckill_tests::{assert_error, dead_letters, wait_until, Stack, StackOptions};
 
@@ -515,16 +516,6 @@ async fn sigterm_to_the_consumers_mid_burst_loses_nothing() {
     assert_eq!(seen.server_errors() + seen.unanswered, 0, "{seen:?}");
     assert_eq!(seen.accepted.len(), 500, "{seen:?}");
     assert_invariants_unreconciled(&stack, &sale, &seen.accepted).await;
-}
-
-fn order(sale: &str, user: &str) -> OrderRef {
-    let sale = SaleId::parse(sale).expect("sale id");
-    OrderRef {
-        order_id: OrderId::new(&sale),
-        sale_id: sale,
-        user_id: UserId::parse(user).expect("user"),
-        quantity: Quantity::ONE,
-    }
 }
 
 /// An envelope of an unknown schema version, otherwise well formed.

@@ -4,22 +4,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
-use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Reserved};
+use seckill_common::events::{Envelope, Event, OrderRequested, Reserved};
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::KafkaSettings;
+use seckill_tests::fixtures::order;
 use seckill_tests::stack::{token_with, ADMIN_TOKEN, JWT_SECRET};
 use seckill_tests::{wait_until, Stack};
-
-fn order(sale: &str, user: &str) -> OrderRef {
-    let sale = SaleId::parse(sale).expect("sale id");
-    OrderRef {
-        order_id: OrderId::new(&sale),
-        sale_id: sale,
-        user_id: UserId::parse(user).expect("user"),
-        quantity: Quantity::ONE,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_events_change_nothing() {

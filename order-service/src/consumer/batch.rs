@@ -116,7 +116,8 @@ pub async fn persist_all(
     Ok(Ok(persisted))
 }
 
-fn persisted(row: &QueryResult) -> Result<Persisted, DbErr> {
+/// What a stored order row says, for the event that announces it.
+pub fn persisted(row: &QueryResult) -> Result<Persisted, DbErr> {
     let status: String = row.try_get("", "status")?;
     let status = OrderStatus::parse(&status)
         .ok_or_else(|| DbErr::Custom(format!("unknown order status {status:?}")))?;
