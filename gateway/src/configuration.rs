@@ -50,6 +50,10 @@ pub struct RateLimitSettings {
     pub global_per_second: u32,
     pub per_user_per_second: u32,
     pub per_ip_per_second: u32,
+    /// Comma-separated addresses or CIDR ranges of the proxies in front of
+    /// the gateway (ingress controller, load balancer), whose
+    /// `X-Forwarded-For` names the client. Empty: the TCP peer is the client.
+    pub trusted_proxies: String,
 }
 
 impl Default for RateLimitSettings {
@@ -58,6 +62,7 @@ impl Default for RateLimitSettings {
             global_per_second: 50_000,
             per_user_per_second: 20,
             per_ip_per_second: 2_000,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -104,6 +109,8 @@ impl Settings {
         if r.global_per_second == 0 || r.per_user_per_second == 0 || r.per_ip_per_second == 0 {
             return Err(invalid("rate limits must be positive"));
         }
+        crate::client_ip::TrustedProxies::parse(&r.trusted_proxies)
+            .map_err(|e| invalid(format!("rate_limit.trusted_proxies: {e}")))?;
         if self.max_body_bytes == 0 || self.max_in_flight == 0 {
             return Err(invalid("max_body_bytes and max_in_flight must be positive"));
         }

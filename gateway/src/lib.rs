@@ -6,6 +6,7 @@
 //! a sale is known to be sold out, [`front_door`] answers its purchases
 //! before any of that runs.
 pub mod auth;
+pub mod client_ip;
 pub mod configuration;
 pub mod fault;
 pub mod front_door;

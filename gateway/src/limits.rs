@@ -116,6 +116,7 @@ mod tests {
                 global_per_second: 1000,
                 per_user_per_second: 2,
                 per_ip_per_second: 1000,
+                ..Default::default()
             },
             10,
         );

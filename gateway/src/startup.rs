@@ -45,6 +45,8 @@ pub struct AppState {
     /// (it answers before the metrics middleware runs; see `front_door`).
     pub sold_out_answer: crate::front_door::SoldOutAnswer,
     pub max_body_bytes: usize,
+    /// Whose `X-Forwarded-For` names the client (see `client_ip`).
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 pub struct Application {
@@ -103,6 +105,10 @@ impl Application {
             ),
             sold_out_answer: crate::front_door::SoldOutAnswer::new(&http_metrics)?,
             max_body_bytes: settings.max_body_bytes,
+            trusted_proxies: crate::client_ip::TrustedProxies::parse(
+                &settings.rate_limit.trusted_proxies,
+            )
+            .map_err(anyhow::Error::msg)?,
         });
         let jwt = web::Data::new(JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs));
         let admin = web::Data::new(AdminToken(settings.admin_token.clone()));
@@ -120,8 +126,11 @@ impl Application {
                     // Admission before any work: global and per-IP rate, and
                     // the in-flight bound. The permit lives as long as the request.
                     let state = req.app_data::<web::Data<AppState>>().cloned();
-                    let ip = req.peer_addr().map(|a| a.ip());
-                    let admitted = state.map(|s| s.limits.admit(ip));
+                    let peer = req.peer_addr().map(|a| a.ip());
+                    let admitted = state.map(|s| {
+                        s.limits
+                            .admit(s.trusted_proxies.client(peer, req.headers()))
+                    });
                     match admitted {
                         Some(Err(e)) => {
                             Either::Left(ready(Ok(req.into_response(e.error_response()))))

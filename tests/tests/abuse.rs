@@ -100,6 +100,51 @@ async fn rate_limits_per_user_per_client_and_global_answer_429_with_retry_after(
     }
 }
 
+/// Fires one `GET` per `X-Forwarded-For` value at once; returns the statuses.
+async fn get_as(stack: &Stack, path: &str, forwarded_for: &[String]) -> Vec<u16> {
+    let requests = forwarded_for.iter().map(|client| async move {
+        stack
+            .http
+            .get(format!("{}{path}", stack.gateway_url))
+            .header("X-Forwarded-For", client.as_str())
+            .send()
+            .await
+            .expect("gateway reachable")
+            .status()
+            .as_u16()
+    });
+    futures::future::join_all(requests).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_client_limit_believes_x_forwarded_for_only_from_a_trusted_proxy() {
+    let mut stack = Stack::start().await;
+    let sale = stack.active_sale(5).await;
+    // One request per second and client; the test is the proxy.
+    restart_gateway_with(
+        &mut stack,
+        &[
+            ("SECKILL_RATE_LIMIT__PER_IP_PER_SECOND", "1"),
+            ("SECKILL_RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let path = format!("/api/v1/sales/{sale}");
+    // Behind a trusted proxy, ten clients are ten buckets...
+    let clients: Vec<String> = (1..=10).map(|i| format!("198.51.100.{i}")).collect();
+    assert_eq!(get_as(&stack, &path, &clients).await, vec![200; 10]);
+    // ...and one client is still one bucket.
+    let same = vec!["203.0.113.7".to_owned(); 5];
+    let statuses = get_as(&stack, &path, &same).await;
+    assert!(statuses.contains(&429), "{statuses:?}");
+
+    // Trusting no proxy, the header is ignored: everyone shares the peer's bucket.
+    restart_gateway_with(&mut stack, &[("SECKILL_RATE_LIMIT__TRUSTED_PROXIES", "")]).await;
+    let clients: Vec<String> = (1..=10).map(|i| format!("192.0.2.{i}")).collect();
+    let statuses = get_as(&stack, &path, &clients).await;
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
 fn gateway_port(stack: &Stack) -> u16 {
     stack
         .gateway_url
@@ -109,13 +154,13 @@ fn gateway_port(stack: &Stack) -> u16 {
         .expect("port")
 }
 
-/// A purchase whose head arrives but whose body never does (slowloris).
 /// True while the server has not answered: the request still holds its slot.
 fn still_waiting(socket: &tokio::net::TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(socket.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// A purchase whose head arrives but whose body never does (slowloris).
 async fn slow_purchase(stack: &Stack, sale: &str, user: &str) -> tokio::net::TcpStream {
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port(stack)))
         .await
