@@ -49,6 +49,12 @@ pub struct AppState {
     pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
+/// Health, readiness and metrics: for the platform, not for the crowd.
+fn is_operational(path: &str) -> bool {
+    use seckill_common::http::{HEALTH_PATH, METRICS_PATH, READY_PATH};
+    [HEALTH_PATH, READY_PATH, METRICS_PATH].contains(&path)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -125,7 +131,12 @@ impl Application {
                 .wrap_fn(move |req, srv| {
                     // Admission before any work: global and per-IP rate, and
                     // the in-flight bound. The permit lives as long as the request.
-                    let state = req.app_data::<web::Data<AppState>>().cloned();
+                    // Probes and scrapes are never shed: a liveness probe refused
+                    // in a burst would have Kubernetes restart a busy gateway.
+                    let state = req
+                        .app_data::<web::Data<AppState>>()
+                        .cloned()
+                        .filter(|_| !is_operational(req.path()));
                     let peer = req.peer_addr().map(|a| a.ip());
                     let admitted = state.map(|s| {
                         s.limits

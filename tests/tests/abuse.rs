@@ -251,6 +251,17 @@ async fn requests_beyond_the_in_flight_bound_fail_fast_instead_of_queueing() {
     });
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
     assert!(took < Duration::from_millis(500), "refused in {took:?}");
+    // Probes and scrapes still get through: Kubernetes must not restart a busy gateway.
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let status = stack
+            .http
+            .get(format!("{}{probe}", stack.gateway_url))
+            .send()
+            .await
+            .expect("gateway reachable")
+            .status();
+        assert_eq!(status.as_u16(), 200, "{probe} while saturated");
+    }
     drop(hogs);
     // The slots come back (the hogs time out at the latest), and nothing was taken.
     wait_until(
