@@ -6,6 +6,9 @@
 //! are then still generated and propagated (HTTP `traceparent`, Kafka
 //! headers), so logs of one purchase correlate across services regardless.
 //!
+//! `RUST_LOG` filters the logs only; `SECKILL_TRACES_FILTER` (default
+//! `info`) decides which spans are traced, so quieter logs keep the traces.
+//!
 //! Sampling is parent-based (an upstream decision is always honoured), with
 //! the root ratio from `OTEL_TRACES_SAMPLER_ARG` (default 1.0); setting
 //! `OTEL_TRACES_SAMPLER` hands the choice to the SDK's standard variables.
@@ -28,6 +31,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+
+/// Which spans become OpenTelemetry spans, in `RUST_LOG` syntax. Separate
+/// from `RUST_LOG`, which only decides what is logged.
+pub const TRACES_FILTER_VAR: &str = "SECKILL_TRACES_FILTER";
+const DEFAULT_TRACES_FILTER: &str = "info";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -60,11 +69,18 @@ impl Drop for TelemetryGuard {
 pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = tracer_provider(service_name)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().event_format(JsonWithTrace);
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
+    // Each layer has its own filter: quieting the logs (RUST_LOG=warn in a
+    // busy sale) must not switch the traces off, as one global filter would.
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let trace_filter = EnvFilter::try_from_env(TRACES_FILTER_VAR)
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_TRACES_FILTER));
+    let logs = tracing_subscriber::fmt::layer()
+        .event_format(JsonWithTrace)
+        .with_filter(log_filter);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name))
+        .with_filter(trace_filter);
     tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
         .with(logs)
         .try_init()

@@ -20,6 +20,7 @@
 #   BENCH_OUT           target/bench/<UTC time>
 #   BENCH_PERF          unset   1: perf-record the gateway in the purchase and sold-out runs
 #   BENCH_RUST_LOG      warn    the services' RUST_LOG (info logs every request)
+#   BENCH_TRACES_SAMPLER_ARG 0.05  the services' OTEL_TRACES_SAMPLER_ARG (prod's ratio)
 #   BENCH_BIN           unset   use the binaries in this directory; no cargo build
 #   BENCH_BROKER_STORAGE memory  the broker's storage: memory, or sqlite (durable, as run.sh;
 #                               its SQL engine then dominates the machine: docs/benchmarks.md)
@@ -114,6 +115,9 @@ case "$BROKER_STORAGE" in sqlite | memory) ;; *) die "BENCH_BROKER_STORAGE must 
 start_broker "$BROKER_PORT" "$STATE" "$BROKER_STORAGE"
 
 export RUST_LOG="${BENCH_RUST_LOG:-warn}"
+# Traces as in production (k8s/overlays/prod): spans are made, 5 % sampled.
+# Nothing is exported here (no OTEL_EXPORTER_OTLP_ENDPOINT).
+export OTEL_TRACES_SAMPLER_ARG="${BENCH_TRACES_SAMPLER_ARG:-0.05}"
 export SECKILL_KAFKA__BROKERS="127.0.0.1:$BROKER_PORT"
 export SECKILL_REDIS__URL="$REDIS_URL"
 timeout 60 "$BIN/gateway" create-topics >>"$STATE/gateway.log" 2>&1 ||

@@ -511,6 +511,27 @@ async fn saga_events_continue_the_trace_of_what_caused_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_logs_keep_the_whole_trace() {
+    let (collected, endpoint) = receiver().await;
+    // What an operator does to cut log volume in a busy sale.
+    let stack = Stack::start_with(StackOptions {
+        env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let sale = stack.active_sale(5).await;
+    let order_id = buy(&stack, "quiet", &sale).await;
+    let trace_id = trace_of(&collected, &order_id).await;
+    let p = whole_purchase(&collected, &stack, &trace_id, &order_id).await;
+    assert!(p.http.parent.is_empty(), "{:?}", p.http);
+    assert_child(&p.redis, &p.http);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_still_batched_are_flushed_on_shutdown() {
     let (collected, endpoint) = receiver().await;
     // A batch delay far longer than the test: only the shutdown flush exports.
