@@ -25,6 +25,29 @@ pub mod field {
     pub const REQUIRE_PURCHASE_TOKEN: &str = "require_purchase_token";
 }
 
+/// Set by inventory-service once every unfinished sale is in Redis. A Redis
+/// that lost its data lost this key too, so a sale missing while it is absent
+/// may be missing only *for now* (being restored: 503, retry), not unknown
+/// (404). It lives outside any sale's hash slot: only plain GET/SET touch it.
+pub const WARM_MARKER: &str = "seckill:warm";
+
+/// Records that every unfinished sale is in Redis.
+pub async fn mark_warm(redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(WARM_MARKER)
+        .arg(1)
+        .query_async(redis)
+        .await
+}
+
+/// Whether Redis holds every unfinished sale (see [`WARM_MARKER`]).
+pub async fn is_warm(redis: &mut ConnectionManager) -> redis::RedisResult<bool> {
+    redis::cmd("EXISTS")
+        .arg(WARM_MARKER)
+        .query_async(redis)
+        .await
+}
+
 #[derive(Debug, Clone)]
 pub struct SaleKeys {
     /// Hash: the sale's window, limit and remaining stock.

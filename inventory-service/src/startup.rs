@@ -60,6 +60,9 @@ impl Application {
         let warmed = warm::warm_unfinished(&db, &redis)
             .await
             .context("cannot warm sales into Redis")?;
+        seckill_common::stock::mark_warm(&mut redis.clone())
+            .await
+            .context("cannot mark Redis as warm")?;
         tracing::info!(warmed, "unfinished sales are in Redis");
 
         let producer =

@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use seckill_common::domain::{OrderId, SaleId};
-use seckill_tests::{wait_until, Stack, StackOptions};
+use seckill_tests::{assert_error, wait_until, Stack, StackOptions};
 
 use support::*;
 
@@ -237,10 +237,14 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
         .filter(|(s, _)| *s == 202)
         .map(|(_, b)| b["order_id"].as_str().expect("order id").to_owned())
         .collect();
+    // While the sale is missing, a purchase hears "retry" (503), never "no such sale".
     let unexpected: Vec<_> = first
         .iter()
         .chain(&second)
-        .filter(|(s, _)| ![202, 404, 410].contains(s))
+        .filter(|(s, b)| {
+            let restoring = *s == 503 && b["error"]["code"] == "service_unavailable";
+            ![202, 410].contains(s) && !restoring
+        })
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:?}");
     wait_orders(&stack, &sale, accepted.len() as i64).await;
@@ -250,13 +254,13 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
     );
     let sold = Stack::count(&stack.inventory_db, &reserved).await;
     let remaining = stack.db_stock(&sale).await;
-    let not_found = first
+    let restoring = first
         .iter()
         .chain(&second)
-        .filter(|(s, _)| *s == 404)
+        .filter(|(s, _)| *s == 503)
         .count();
     println!(
-        "{} accepted, {not_found} refused while the sale was missing, {sold} sold, {remaining} remaining",
+        "{} accepted, {restoring} refused while the sale was missing, {sold} sold, {remaining} remaining",
         accepted.len()
     );
     assert!(sold <= STOCK, "oversold: {sold} of {STOCK}");
@@ -283,4 +287,31 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
         entry["stock_adjustment"], 0,
         "nothing left to repair: {entry}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_redis_lost_answers_retry_until_it_is_restored() {
+    let mut stack = Stack::start_with(options(&[], true)).await;
+    let sale = sale_with(&stack, 5, 900, 1).await;
+    // Redis loses everything while nobody can restore it.
+    tokio::task::block_in_place(|| stack.inventory.kill());
+    let _: () = redis_cmd(&stack, &mut redis::cmd("FLUSHALL")).await;
+    let token = stack.token("patient");
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_error(status, &body, 503, "service_unavailable");
+
+    stack.inventory.start();
+    let order = wait_until(
+        "the restored sale to sell",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+            (status == 202).then_some(body)
+        },
+    )
+    .await;
+    assert!(order["order_id"].is_string(), "{order}");
+    // With Redis whole again, an unknown sale is simply unknown.
+    let (status, body) = stack.purchase(&token, "no-such-sale", json!({})).await;
+    assert_error(status, &body, 404, "sale_not_found");
 }

@@ -44,6 +44,18 @@ fn sale_not_found() -> ApiError {
     ApiError::not_found("sale_not_found", "no such sale")
 }
 
+/// A sale Redis does not know is unknown, unless Redis lost its data and
+/// inventory-service is still restoring it: then it is a 503 worth retrying.
+/// Only this rare path pays the extra round trip.
+async fn missing_sale(state: &AppState) -> ApiError {
+    let mut redis = state.redis.clone();
+    match redis_conn::within(state.redis_timeout, stock::is_warm(&mut redis)).await {
+        Ok(true) => sale_not_found(),
+        Ok(false) => ApiError::unavailable("the sale's stock is being restored; retry shortly"),
+        Err(error) => stock_store_down(error),
+    }
+}
+
 fn stock_store_down(error: redis::RedisError) -> ApiError {
     tracing::warn!(%error, "redis unavailable");
     ApiError::unavailable("stock store unavailable")
@@ -156,7 +168,7 @@ pub async fn place_order(
             "sale_ended",
             "the sale has ended",
         )),
-        Decision::NotFound => Err(sale_not_found()),
+        Decision::NotFound => Err(missing_sale(&state).await),
         Decision::OverLimit => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "quantity_over_limit",

@@ -177,7 +177,8 @@ impl Reconciler {
     /// order the lost Redis accepted has been produced by then), and only when
     /// the reservation consumer has caught up (every such order is applied, so
     /// PostgreSQL's remaining stock and reservations already count it). Until
-    /// then the gateways answer `sale_not_found` for it and sell nothing.
+    /// then the gateways sell nothing of it: Redis lost the warm marker with
+    /// the sale, so they answer 503 (retry), not `sale_not_found`.
     pub async fn rewarm_missing(&self) -> Result<(), ReconcileError> {
         let mut missing = Vec::new();
         for id in self.unfinished_sales().await? {
@@ -188,6 +189,9 @@ impl Reconciler {
             }
         }
         if missing.is_empty() {
+            // Every unfinished sale is there: say so, so that gateways tell
+            // an unknown sale (404) from one being restored (503).
+            seckill_common::stock::mark_warm(&mut self.redis.clone()).await?;
             return Ok(());
         }
         let Some((_local, lock)) = self.exclusive(false).await? else {
