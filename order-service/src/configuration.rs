@@ -33,6 +33,11 @@ pub struct PaymentSettings {
     pub timeout_ms: u64,
     /// How long the fake takes to answer (to widen races in tests).
     pub latency_ms: u64,
+    /// An attempt still without an outcome this long after it began (the
+    /// provider timed out and the client never retried) is asked again by
+    /// the expiry worker, so money taken without an answer is never kept for
+    /// an order that was not paid.
+    pub resolve_after_ms: u64,
 }
 
 impl Default for PaymentSettings {
@@ -41,6 +46,7 @@ impl Default for PaymentSettings {
             mode: "succeed".into(),
             timeout_ms: 1_500,
             latency_ms: 0,
+            resolve_after_ms: 60_000,
         }
     }
 }
@@ -120,6 +126,11 @@ impl Settings {
         }
         if self.payment.timeout_ms == 0 {
             return Err(settings::invalid("payment.timeout_ms must be positive"));
+        }
+        if self.payment.resolve_after_ms <= self.payment.timeout_ms {
+            return Err(settings::invalid(
+                "payment.resolve_after_ms must exceed payment.timeout_ms",
+            ));
         }
         if self.expiry.interval_ms == 0 || self.expiry.batch == 0 {
             return Err(settings::invalid(

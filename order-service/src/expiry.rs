@@ -5,7 +5,8 @@
 //! is missed across restarts, and an order expired late is still expired.
 //! Replicas claim due orders with `FOR UPDATE SKIP LOCKED` and move them with
 //! a compare-and-set, so none is expired twice (see `Lifecycle::expire_due`).
-//! The same loop retries refunds that failed the first time.
+//! The same loop retries refunds that failed the first time, and asks the
+//! provider again about payments whose answer never came.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct ExpiryWorker {
     pub lifecycle: Arc<Lifecycle>,
     pub interval: Duration,
     pub batch: u32,
+    /// See `PaymentSettings::resolve_after_ms`.
+    pub resolve_payments_after: Duration,
 }
 
 impl ExpiryWorker {
@@ -48,6 +51,15 @@ impl ExpiryWorker {
         }
         if let Err(error) = self.lifecycle.retry_refunds().await {
             tracing::warn!(%error, "cannot retry refunds now");
+        }
+        match self
+            .lifecycle
+            .resolve_unanswered(self.resolve_payments_after)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(resolved = n, "unanswered payments resolved"),
+            Err(error) => tracing::warn!(%error, "cannot resolve unanswered payments now"),
         }
     }
 }

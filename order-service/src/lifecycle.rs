@@ -10,7 +10,10 @@
 //! across a network call), then records the result and moves the order in
 //! one transaction. If the order stopped being payable meanwhile, the money
 //! is given back: the payment is recorded `refund_pending`, refunded, then
-//! `refunded` (a failed refund is retried by the expiry worker).
+//! `refunded` (a failed refund is retried by the expiry worker). An attempt
+//! whose answer never came (a provider timeout) is asked again by the expiry
+//! worker if the client does not retry, so money taken without an answer
+//! either pays the order or is refunded.
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -116,6 +119,12 @@ WITH due AS (
 UPDATE orders o SET status = 'expired', updated_at = now()
   FROM due WHERE o.order_id = due.order_id AND o.status = 'created'
 RETURNING o.order_id, o.sale_id, o.user_id, o.quantity, o.traceparent"#;
+/// Unanswered attempts, oldest first; after a day they are left to an operator.
+const UNANSWERED: &str = "SELECT order_id, idempotency_key FROM payments \
+     WHERE status = 'pending' AND updated_at < now() - $1::bigint * interval '1 millisecond' \
+       AND created_at > now() - interval '1 day' ORDER BY updated_at LIMIT 20";
+const TOUCH_PENDING: &str = "UPDATE payments SET updated_at = now() \
+     WHERE order_id = $1 AND idempotency_key = $2 AND status = 'pending'";
 const REFUNDS_DUE: &str = "SELECT order_id, idempotency_key, payment_ref, amount_cents \
      FROM payments WHERE status = 'refund_pending' AND updated_at < now() - interval '5 seconds' \
      ORDER BY updated_at LIMIT 50";
@@ -192,28 +201,19 @@ impl Lifecycle {
         }
         let payable = order.status == OrderStatus::Created
             && order.expires_at.is_some_and(|at| at > chrono::Utc::now());
-        if !payable {
-            let answer = Answer::not_payable(if order.status == OrderStatus::Created {
-                "past its payment window"
-            } else {
-                order.status.as_str()
-            });
-            if previous.is_some() {
-                // An attempt whose outcome was never learnt (a timeout) is closed
-                // with this answer; nothing is charged for an order past payment.
-                self.finish(
-                    &self.db,
-                    &id,
-                    key,
-                    "declined",
-                    None,
-                    Some("order_not_payable"),
-                    &answer,
-                )
-                .await?;
-            }
-            return Ok(answer);
+        if !payable && previous.is_none() {
+            return Ok(Answer::not_payable(
+                if order.status == OrderStatus::Created {
+                    "past its payment window"
+                } else {
+                    order.status.as_str()
+                },
+            ));
         }
+        // Payable, or an earlier attempt with this key never learnt its
+        // outcome (a timeout): then the provider is asked again, idempotent on
+        // the key, and money that lost answer took is settled: kept if the
+        // order is still payable, refunded if not (see `settle`).
         self.db
             .execute(statement(
                 START_PAYMENT,
@@ -231,21 +231,7 @@ impl Lifecycle {
             .await;
         match charged {
             Ok(reference) => self.settle(&order, key, &reference).await,
-            Err(PaymentError::Declined(reason)) => {
-                let answer = Answer::error(
-                    StatusCode::PAYMENT_REQUIRED,
-                    "payment_declined",
-                    format!("the payment was declined ({reason}); the order can still be paid until it expires"),
-                );
-                let txn = self.db.begin().await?;
-                if let Some(stored) = self.lock_final(&txn, &id, key).await? {
-                    return Ok(stored);
-                }
-                self.finish(&txn, &id, key, "declined", None, Some(&reason), &answer)
-                    .await?;
-                txn.commit().await?;
-                Ok(answer)
-            }
+            Err(PaymentError::Declined(reason)) => self.decline(&id, key, &reason).await,
             // Unknown outcome: not final, so a repeat with the same key asks
             // the provider again (which is idempotent on the key).
             Err(PaymentError::Timeout) => Ok(Answer::error(
@@ -254,6 +240,90 @@ impl Lifecycle {
                 "the payment provider did not answer in time; retry with the same Idempotency-Key",
             )),
         }
+    }
+
+    /// Records a declined attempt (final: repeats get the same answer).
+    async fn decline(&self, id: &str, key: &str, reason: &str) -> Result<Answer, DbErr> {
+        let answer = Answer::error(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment_declined",
+            format!(
+                "the payment was declined ({reason}); the order can still be paid until it expires"
+            ),
+        );
+        let txn = self.db.begin().await?;
+        if let Some(stored) = self.lock_final(&txn, id, key).await? {
+            return Ok(stored);
+        }
+        self.finish(&txn, id, key, "declined", None, Some(reason), &answer)
+            .await?;
+        txn.commit().await?;
+        Ok(answer)
+    }
+
+    /// Attempts that never learnt their outcome (the provider timed out and
+    /// the client did not retry) and began more than `after` ago are asked
+    /// again, as a retry would: a charge whose answer was lost then pays the
+    /// order, or is refunded if the order is past paying. Never a charge
+    /// kept for an unpaid order. Concurrent, so one tick waits at most one
+    /// provider timeout. Returns how many got their outcome.
+    pub async fn resolve_unanswered(&self, after: std::time::Duration) -> Result<usize, DbErr> {
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let rows = self
+            .db
+            .query_all(statement(UNANSWERED, vec![after_ms.into()]))
+            .await?;
+        let attempts = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String>("", "order_id")?,
+                    r.try_get::<String>("", "idempotency_key")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        let outcomes =
+            futures::future::join_all(attempts.iter().map(|(id, key)| self.resolve(id, key))).await;
+        let mut resolved = 0;
+        for outcome in outcomes {
+            resolved += usize::from(outcome?);
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve(&self, id: &str, key: &str) -> Result<bool, DbErr> {
+        let Some(order) = order::Entity::find_by_id(id).one(&self.db).await? else {
+            return Ok(false);
+        };
+        let charged = self
+            .payments
+            .charge(Charge {
+                order_id: id,
+                amount_cents: order.amount_cents,
+                idempotency_key: key,
+            })
+            .await;
+        match charged {
+            Ok(reference) => {
+                tracing::info!(
+                    order_id = id,
+                    payment_ref = reference,
+                    "an unanswered payment turned out charged"
+                );
+                self.settle(&order, key, &reference).await?;
+            }
+            Err(PaymentError::Declined(reason)) => {
+                self.decline(id, key, &reason).await?;
+            }
+            Err(PaymentError::Timeout) => {
+                // Still no answer: to the back of the queue, asked again later.
+                self.db
+                    .execute(statement(TOUCH_PENDING, vec![id.into(), key.into()]))
+                    .await?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Records a successful charge: the order becomes paid and the payment

@@ -55,6 +55,10 @@ impl Payments {
         Self { provider, timeout }
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub async fn charge(&self, charge: Charge<'_>) -> Result<String, PaymentError> {
         tokio::time::timeout(self.timeout, self.provider.charge(charge))
             .await
@@ -77,6 +81,9 @@ pub enum FakeMode {
     Decline,
     /// Never answers, and charges nothing.
     Timeout,
+    /// Takes the money but the first answer is lost (never arrives); a
+    /// repeat with the same key gets the reference, as from a real provider.
+    LostAnswer,
 }
 
 impl FakeMode {
@@ -94,6 +101,7 @@ impl FakeMode {
 /// (like a provider's test card numbers): tests script a decline, then a success.
 pub const DECLINE_KEY_PREFIX: &str = "fake-decline";
 pub const TIMEOUT_KEY_PREFIX: &str = "fake-timeout";
+pub const LOST_ANSWER_KEY_PREFIX: &str = "fake-lost-answer";
 
 /// An in-memory provider for development and tests. Idempotent like a real
 /// one: the same order and key always get the same reference, and money is
@@ -128,9 +136,22 @@ impl FakePaymentProvider {
             FakeMode::Decline
         } else if key.starts_with(TIMEOUT_KEY_PREFIX) {
             FakeMode::Timeout
+        } else if key.starts_with(LOST_ANSWER_KEY_PREFIX) {
+            FakeMode::LostAnswer
         } else {
             self.mode
         }
+    }
+
+    /// Takes the charge once per reference; `true` when this call took it.
+    fn take(&self, charge: &Charge<'_>) -> (String, bool) {
+        let reference = fake_reference(charge.order_id, charge.idempotency_key);
+        let mut charges = self.charges.lock().unwrap_or_else(|p| p.into_inner());
+        let first = !charges.contains_key(&reference);
+        charges
+            .entry(reference.clone())
+            .or_insert(charge.amount_cents);
+        (reference, first)
     }
 
     /// Charges taken and not refunded, in total.
@@ -163,15 +184,11 @@ impl PaymentProvider for FakePaymentProvider {
             match self.mode_for(charge.idempotency_key) {
                 FakeMode::Decline => Err(PaymentError::Declined("card_declined".into())),
                 FakeMode::Timeout => std::future::pending().await,
-                FakeMode::Succeed => {
-                    let reference = fake_reference(charge.order_id, charge.idempotency_key);
-                    self.charges
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(reference.clone())
-                        .or_insert(charge.amount_cents);
-                    Ok(reference)
-                }
+                FakeMode::Succeed => Ok(self.take(&charge).0),
+                FakeMode::LostAnswer => match self.take(&charge) {
+                    (reference, false) => Ok(reference),
+                    (_, true) => std::future::pending().await,
+                },
             }
         })
     }
@@ -235,5 +252,11 @@ mod tests {
             Err(PaymentError::Timeout)
         );
         assert!(payments.charge(charge("plain")).await.is_ok());
+        // The money is taken, the answer lost; the repeat learns the reference.
+        assert_eq!(
+            payments.charge(charge("fake-lost-answer-1")).await,
+            Err(PaymentError::Timeout)
+        );
+        assert!(payments.charge(charge("fake-lost-answer-1")).await.is_ok());
     }
 }

@@ -136,6 +136,7 @@ impl Application {
                 lifecycle,
                 interval: Duration::from_millis(settings.expiry.interval_ms),
                 batch: settings.expiry.batch,
+                resolve_payments_after: Duration::from_millis(settings.payment.resolve_after_ms),
             }
             .run(shutdown.clone()),
         );

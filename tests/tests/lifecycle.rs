@@ -186,10 +186,10 @@ async fn a_decline_then_a_success_and_a_repeated_key_gets_the_same_answer() {
         (402, declined),
         "the earlier key keeps its answer"
     );
-    // The timed-out attempt never got an answer; repeated now, it gets the
-    // order's state, and nothing is charged for it.
+    // The timed-out attempt never got an answer: repeated now, the provider
+    // is asked again (it may have taken the money), and still does not answer.
     let (status, body) = pay(&stack, &alice, &order, "fake-timeout-1").await;
-    assert_error(status, &body, 409, "order_not_payable");
+    assert_error(status, &body, 504, "payment_timeout");
     let per_status = pairs(
         &stack.orders_db,
         &format!("SELECT status AS a, count(*)::text AS b FROM payments WHERE order_id = '{order}' GROUP BY status ORDER BY status"),
@@ -197,8 +197,9 @@ async fn a_decline_then_a_success_and_a_repeated_key_gets_the_same_answer() {
     .await;
     assert_eq!(
         per_status,
-        [("declined", "2"), ("succeeded", "1")].map(|(a, b)| (a.to_owned(), b.to_owned())),
-        "one decline, one timeout closed once the order was paid, one success"
+        [("declined", "1"), ("pending", "1"), ("succeeded", "1")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "one decline, one attempt still without an outcome, one success"
     );
 
     // The same key, many times at once: one payment, one answer.
@@ -214,6 +215,56 @@ async fn a_decline_then_a_success_and_a_repeated_key_gets_the_same_answer() {
     assert_eq!(answers[0].0, 200, "{answers:?}");
     let sql = format!("SELECT count(*) AS n FROM payments WHERE order_id = '{order}'");
     assert_eq!(count(&stack, false, &sql).await, 1, "one payment recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_answer_was_lost_pays_the_order_or_is_refunded_without_the_client() {
+    let stack = Stack::start_with(env(&[
+        ("SECKILL_PAYMENT__TIMEOUT_MS", "300"),
+        // Longer than the short window: that attempt is asked again only
+        // once its order is past paying, however fast the client paid.
+        ("SECKILL_PAYMENT__RESOLVE_AFTER_MS", "4000"),
+    ]))
+    .await;
+    let long = sale_with(&stack, 5, 900, 700).await;
+    let short = sale_with(&stack, 5, 3, 700).await;
+    let carol = stack.token("carol");
+    let expiring = buy(&stack, &carol, &short).await;
+    let payable = buy(&stack, &carol, &long).await;
+    for order in [&expiring, &payable] {
+        wait_order_status(&stack, order, "created").await;
+        // The provider takes the money; its answer never arrives.
+        let (status, body) = pay(&stack, &carol, order, "fake-lost-answer-1").await;
+        assert_error(status, &body, 504, "payment_timeout");
+    }
+    // The client gives up. The expiry worker asks the provider again once
+    // the attempt is older than RESOLVE_AFTER_MS: one order is still within
+    // its window and becomes paid, the other is past it and gets its money back.
+    wait_order_status(&stack, &payable, "paid").await;
+    let refunded = |order: &str| {
+        format!(
+            "SELECT count(*) AS n FROM payments WHERE order_id = '{order}' AND status = 'refunded'"
+        )
+    };
+    wait_until(
+        "the refund of the expired order's charge",
+        Duration::from_secs(30),
+        || async { (count(&stack, false, &refunded(&expiring)).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        order_status(&stack, &expiring).await.as_deref(),
+        Some("expired")
+    );
+    // The client's retry with the same key now gets the settled answers.
+    let (status, body) = pay(&stack, &carol, &payable, "fake-lost-answer-1").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("paid")),
+        "{body}"
+    );
+    let (status, body) = pay(&stack, &carol, &expiring, "fake-lost-answer-1").await;
+    assert_error(status, &body, 409, "order_not_payable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
