@@ -390,6 +390,20 @@ impl Stack {
             .expect("buyers")
     }
 
+    /// Waits until Redis holds `stock` units and `buyers` buyers of `sale`
+    /// (Redis is updated after the database, so tests poll for it).
+    pub async fn wait_redis_holds(&self, sale: &str, stock: i64, buyers: i64) {
+        crate::wait_until(
+            &format!("Redis to hold stock {stock} and {buyers} buyers of {sale}"),
+            std::time::Duration::from_secs(30),
+            || async {
+                (self.redis_stock(sale).await == stock && self.redis_buyers(sale).await == buyers)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Runs a query returning one bigint column `n`.
     pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
         let row = db

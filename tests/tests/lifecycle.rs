@@ -409,15 +409,7 @@ async fn pay_and_expire_race_and_exactly_one_wins_each_race() {
         "SELECT count(*) AS n FROM reservations WHERE sale_id = '{sale}' AND status = 'reserved'"
     );
     assert_eq!(count(&stack, true, &reserved).await, paid);
-    wait_until(
-        "Redis to hold the returned stock",
-        Duration::from_secs(30),
-        || async {
-            (stack.redis_stock(&sale).await == expired && stack.redis_buyers(&sale).await == paid)
-                .then_some(())
-        },
-    )
-    .await;
+    stack.wait_redis_holds(&sale, expired, paid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,10 +550,7 @@ async fn cancelling_returns_the_stock_and_duplicate_events_return_it_once() {
     )
     .await;
     assert_eq!(cause.as_deref(), Some("OrderCancelled"));
-    wait_until("Redis to agree", Duration::from_secs(30), || async {
-        (stack.redis_stock(&sale).await == 4 && stack.redis_buyers(&sale).await == 1).then_some(())
-    })
-    .await;
+    stack.wait_redis_holds(&sale, 4, 1).await;
     let mut redis = stack.redis().await;
     let holder: Option<String> = redis::cmd("HGET")
         .arg(format!("seckill:{{{sale}}}:buyers"))
@@ -664,15 +653,7 @@ async fn two_order_services_expire_each_order_exactly_once() {
     })
     .await;
     assert_eq!(stack.db_stock(&sale).await, ORDERS);
-    wait_until(
-        "Redis to hold all the stock again",
-        Duration::from_secs(30),
-        || async {
-            (stack.redis_stock(&sale).await == ORDERS && stack.redis_buyers(&sale).await == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    stack.wait_redis_holds(&sale, ORDERS, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,15 +273,7 @@ async fn redis_flushed_mid_sale_is_warmed_again_without_overselling() {
         sold,
         "one order per unit sold"
     );
-    wait_until(
-        "Redis to agree with the database",
-        Duration::from_secs(30),
-        || async {
-            (stack.redis_stock(&sale).await == remaining && stack.redis_buyers(&sale).await == sold)
-                .then_some(())
-        },
-    )
-    .await;
+    stack.wait_redis_holds(&sale, remaining, sold).await;
     let (_, entry) = reconcile(&stack, &sale).await;
     assert_eq!(
         entry["stock_adjustment"], 0,
