@@ -1,4 +1,5 @@
-//! One multiplexed, self-reconnecting Redis connection per process.
+//! A multiplexed, self-reconnecting Redis connection: one per process, plus
+//! one per HTTP worker for the gateway's purchase script (`gateway::worker_redis`).
 use std::time::Duration;
 
 use crate::settings::RedisSettings;

@@ -18,5 +18,6 @@ pub mod routes;
 pub mod sold_out;
 pub mod startup;
 pub mod upstream;
+pub mod worker_redis;
 
 pub use configuration::env_var_names;

@@ -28,7 +28,10 @@ use crate::upstream::Upstream;
 
 /// Everything a request handler may touch; one per process, shared by all workers.
 pub struct AppState {
+    /// Shared by every worker; the purchase script uses `worker_redis`.
     pub redis: ConnectionManager,
+    /// For the per-worker connections (see `worker_redis`).
+    pub redis_settings: seckill_common::settings::RedisSettings,
     pub producer: EventProducer,
     pub topics: Topics,
     pub sold_out: SoldOutCache,
@@ -90,6 +93,7 @@ impl Application {
         let http_metrics = HttpMetrics::new(&registry)?;
         let state = web::Data::new(AppState {
             redis,
+            redis_settings: settings.redis.clone(),
             producer: producer.clone(),
             topics: settings.kafka.topics(),
             sold_out: SoldOutCache::new(Duration::from_millis(settings.sold_out_cache_ms)),

@@ -115,7 +115,7 @@ pub async fn place_order(
     // front door (`crate::front_door`) answered it.
     let order_id = OrderId::new(&sale);
     let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
-    let mut redis = state.redis.clone();
+    let mut redis = crate::worker_redis::connection(&state).await;
     let reserve =
         purchase::reserve_with_token(&mut redis, &sale, &user, quantity, &order_id, has_token);
     let decision = redis_conn::within(state.redis_timeout, reserve)
