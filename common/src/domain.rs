@@ -25,13 +25,19 @@ pub struct SaleId(String);
 
 impl SaleId {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let ok = !raw.is_empty()
+        Self::is_valid(raw)
+            .then(|| Self(raw.to_owned()))
+            .ok_or(DomainError::InvalidSaleId)
+    }
+
+    /// What `parse` accepts, checked without allocating (hot paths that
+    /// only look a sale up, see `Borrow<str>` below).
+    pub fn is_valid(raw: &str) -> bool {
+        !raw.is_empty()
             && raw.len() <= 64
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(raw.to_owned()))
-            .ok_or(DomainError::InvalidSaleId)
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 
     /// A new, time-ordered id (UUIDv7 without dashes).
@@ -147,6 +153,14 @@ macro_rules! string_conversions {
 string_conversions!(SaleId);
 string_conversions!(UserId);
 string_conversions!(OrderId);
+
+/// Maps keyed by `SaleId` can be queried with a `&str`: the derived `Hash`
+/// and `Eq` are those of the inner string, as `Borrow` requires.
+impl std::borrow::Borrow<str> for SaleId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for SaleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

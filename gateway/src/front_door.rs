@@ -48,30 +48,32 @@ impl SoldOutAnswer {
     }
 }
 
-/// The sale id of a purchase path, found without the router's regex.
-fn purchased_sale(path: &str) -> Option<SaleId> {
+/// The sale id of a purchase path, found without the router's regex (and
+/// without allocating: this runs for every request).
+fn purchased_sale(path: &str) -> Option<&str> {
     let raw = path
         .strip_prefix("/api/v1/sales/")?
         .strip_suffix("/orders")?;
-    SaleId::parse(raw).ok()
+    SaleId::is_valid(raw).then_some(raw)
 }
 
 pub async fn answer_sold_out(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let known_sold_out = match (&state, req.method() == Method::POST) {
-        (Some(state), true) => {
-            purchased_sale(req.path()).is_some_and(|sale| state.sold_out.is_sold_out(&sale))
+    let known_sold_out = req.method() == Method::POST
+        && purchased_sale(req.path()).is_some_and(|sale| {
+            req.app_data::<web::Data<AppState>>()
+                .is_some_and(|state| state.sold_out.is_sold_out(sale))
+        });
+    let state = match req.app_data::<web::Data<AppState>>() {
+        Some(state) if known_sold_out => state.clone(),
+        _ => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
         }
-        _ => false,
-    };
-    let Some(state) = state.filter(|_| known_sold_out) else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
     };
     let started = Instant::now();
     // Read the body (it is small, and bounded) so the connection can be reused.

@@ -32,7 +32,8 @@ impl SoldOutCache {
         }
     }
 
-    pub fn is_sold_out(&self, sale: &SaleId) -> bool {
+    /// By the id's text, so the front door looks up without allocating.
+    pub fn is_sold_out(&self, sale: &str) -> bool {
         let now = Instant::now();
         match self.until.read() {
             Ok(map) => map.get(sale).is_some_and(|until| *until > now),
@@ -70,11 +71,11 @@ mod tests {
     #[test]
     fn marks_and_clears() {
         let cache = SoldOutCache::new(Duration::from_secs(60));
-        assert!(!cache.is_sold_out(&sale()));
+        assert!(!cache.is_sold_out(sale().as_str()));
         cache.mark(&sale());
-        assert!(cache.is_sold_out(&sale()));
+        assert!(cache.is_sold_out(sale().as_str()));
         cache.clear(&sale());
-        assert!(!cache.is_sold_out(&sale()));
+        assert!(!cache.is_sold_out(sale().as_str()));
     }
 
     #[test]
@@ -82,7 +83,7 @@ mod tests {
         let cache = SoldOutCache::new(Duration::from_millis(1));
         cache.mark(&sale());
         let deadline = Instant::now() + Duration::from_secs(1);
-        while cache.is_sold_out(&sale()) {
+        while cache.is_sold_out(sale().as_str()) {
             assert!(Instant::now() < deadline, "entry never expired");
             std::thread::yield_now();
         }
@@ -92,6 +93,6 @@ mod tests {
     fn zero_ttl_disables_the_cache() {
         let cache = SoldOutCache::new(Duration::ZERO);
         cache.mark(&sale());
-        assert!(!cache.is_sold_out(&sale()));
+        assert!(!cache.is_sold_out(sale().as_str()));
     }
 }

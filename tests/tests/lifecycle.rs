@@ -19,14 +19,8 @@ use seckill_tests::{assert_error, wait_until, Stack, StackOptions};
 use support::*;
 
 fn env(extra: &[(&str, &str)]) -> StackOptions {
-    let mut env = fast_lifecycle();
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
     StackOptions {
-        env,
+        env: fast_lifecycle_with(extra),
         ..Default::default()
     }
 }

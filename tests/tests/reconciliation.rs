@@ -18,17 +18,14 @@ use support::*;
 const GRACE_MS: i64 = 500;
 
 fn options(extra: &[(&str, &str)], private_redis: bool) -> StackOptions {
-    let mut env = fast_lifecycle();
-    env.push(("SECKILL_RECONCILE__GRACE_MS".into(), GRACE_MS.to_string()));
-    // Periodic runs would race the on-demand ones whose reports we read.
-    env.push(("SECKILL_RECONCILE__INTERVAL_MS".into(), "3600000".into()));
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
+    let grace = GRACE_MS.to_string();
+    let ours = [
+        ("SECKILL_RECONCILE__GRACE_MS", grace.as_str()),
+        // Periodic runs would race the on-demand ones whose reports we read.
+        ("SECKILL_RECONCILE__INTERVAL_MS", "3600000"),
+    ];
     StackOptions {
-        env,
+        env: fast_lifecycle_with(&[ours.as_slice(), extra].concat()),
         private_redis,
         ..Default::default()
     }

@@ -167,6 +167,17 @@ pub fn fast_lifecycle() -> Vec<(String, String)> {
     .collect()
 }
 
+/// `fast_lifecycle()` and then `extra` (a later setting wins).
+pub fn fast_lifecycle_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = fast_lifecycle();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
 /// Every event in `topic` from the beginning up to its current end.
 pub async fn read_events(stack: &Stack, topic: &str) -> Vec<seckill_common::events::Envelope> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
