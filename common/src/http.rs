@@ -21,6 +21,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, sent as `Retry-After` (429 and 503).
     pub retry_after: Option<u64>,
+    /// The order an answer is about, when the client needs it to look the
+    /// order up (an outcome not yet known): `error.order_id` in the body.
+    pub order_id: Option<String>,
 }
 
 impl ApiError {
@@ -30,11 +33,17 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            order_id: None,
         }
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    pub fn with_order_id(mut self, order_id: impl Into<String>) -> Self {
+        self.order_id = Some(order_id.into());
         self
     }
 
@@ -94,7 +103,12 @@ impl ResponseError for ApiError {
 impl ApiError {
     /// The JSON body every error answer carries: `{"error":{"code","message"}}`.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        match &self.order_id {
+            None => json!({"error": {"code": self.code, "message": self.message}}),
+            Some(order_id) => json!({"error": {
+                "code": self.code, "message": self.message, "order_id": order_id,
+            }}),
+        }
     }
 }
 

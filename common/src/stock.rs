@@ -23,6 +23,10 @@ pub mod field {
     pub const PER_USER_LIMIT: &str = "per_user_limit";
     /// `1` when a purchase needs a valid `X-Purchase-Token` (anti-bot step).
     pub const REQUIRE_PURCHASE_TOKEN: &str = "require_purchase_token";
+    /// Bumped by every script that changes the stock or the buyers
+    /// (purchase, release, void, reconciliation), so reconciliation applies
+    /// a repair only to the state it looked at.
+    pub const VERSION: &str = "version";
 }
 
 /// Set by inventory-service once every unfinished sale is in Redis. A Redis
@@ -54,6 +58,12 @@ pub struct SaleKeys {
     pub sale: String,
     /// Hash: user id -> order id, one entry per user holding a reservation.
     pub buyers: String,
+    /// Hash: order id -> `1` for every order id whose reservation the
+    /// gateway undid because the script's answer was lost. The purchase
+    /// script refuses these ids, so a request that reaches Redis after its
+    /// own undo cannot take stock for an order nobody will produce; and an
+    /// order looked up here is known to have failed (never `queued`).
+    pub void: String,
 }
 
 impl SaleKeys {
@@ -61,19 +71,28 @@ impl SaleKeys {
         Self {
             sale: format!("seckill:{{{sale}}}:sale"),
             buyers: format!("seckill:{{{sale}}}:buyers"),
+            void: format!("seckill:{{{sale}}}:void"),
         }
     }
 }
 
 /// Returns one reservation: only if the user's entry still names this order,
 /// so a second release of the same order (a redelivery, a retry) is a no-op.
+/// ARGV[4], when given, is the order the user really holds (a rejected
+/// duplicate): the entry is pointed at it instead of removed, so the user
+/// stays blocked from buying twice.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
         if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-        redis.call('HDEL', KEYS[2], ARGV[1])
+        if ARGV[4] and ARGV[4] ~= '' then
+          redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+        else
+          redis.call('HDEL', KEYS[2], ARGV[1])
+        end
         if redis.call('EXISTS', KEYS[1]) == 1 then
           redis.call('HINCRBY', KEYS[1], 'stock', ARGV[3])
+          redis.call('HINCRBY', KEYS[1], 'version', 1)
         end
         return 1
         "#,
@@ -88,6 +107,20 @@ pub async fn release(
     order: &OrderId,
     quantity: Quantity,
 ) -> redis::RedisResult<bool> {
+    release_keeping(redis, sale, user, order, quantity, None).await
+}
+
+/// Gives `order`'s units back, and when `holder` is given (the order the
+/// user really holds: `order` was a rejected duplicate), leaves the user's
+/// entry naming `holder` rather than removing it.
+pub async fn release_keeping(
+    redis: &mut ConnectionManager,
+    sale: &SaleId,
+    user: &UserId,
+    order: &OrderId,
+    quantity: Quantity,
+    holder: Option<&str>,
+) -> redis::RedisResult<bool> {
     let keys = SaleKeys::new(sale);
     let changed: i64 = RELEASE
         .key(&keys.sale)
@@ -95,9 +128,60 @@ pub async fn release(
         .arg(user.as_str())
         .arg(order.to_string())
         .arg(quantity.get())
+        .arg(holder.unwrap_or(""))
         .invoke_async(redis)
         .await?;
     Ok(changed == 1)
+}
+
+/// Undoes a reservation whose fate the gateway does not know (the script's
+/// answer was lost, or the order was certainly not enqueued): voids the
+/// order id first, then returns the units if the user's entry names it.
+/// Idempotent, and correct whether or not the script ever ran.
+static VOID: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        redis.call('HSET', KEYS[3], ARGV[2], '1')
+        if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HDEL', KEYS[2], ARGV[1])
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+          redis.call('HINCRBY', KEYS[1], 'stock', ARGV[3])
+          redis.call('HINCRBY', KEYS[1], 'version', 1)
+        end
+        return 1
+        "#,
+    )
+});
+
+/// Voids `order` and returns its units if they were taken (see [`VOID`]).
+/// Returns whether units went back.
+pub async fn void(
+    redis: &mut ConnectionManager,
+    sale: &SaleId,
+    user: &UserId,
+    order: &OrderId,
+    quantity: Quantity,
+) -> redis::RedisResult<bool> {
+    let keys = SaleKeys::new(sale);
+    let changed: i64 = VOID
+        .key(&keys.sale)
+        .key(&keys.buyers)
+        .key(&keys.void)
+        .arg(user.as_str())
+        .arg(order.to_string())
+        .arg(quantity.get())
+        .invoke_async(redis)
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Whether `order` was voided (see [`SaleKeys::void`]).
+pub async fn is_void(redis: &mut ConnectionManager, order: &OrderId) -> redis::RedisResult<bool> {
+    redis::cmd("HEXISTS")
+        .arg(SaleKeys::new(order.sale_id()).void)
+        .arg(order.to_string())
+        .query_async(redis)
+        .await
 }
 
 #[cfg(test)]

@@ -275,12 +275,12 @@ if wanted redis; then
     "$BIN/bench" lua >"$OUT/purchase.lua"
     sha="$(redis-cli -p "$REDIS_PORT" -x SCRIPT LOAD <"$OUT/purchase.lua")"
     [ "$sha" = "$("$BIN/bench" lua --sha)" ] || die "SCRIPT LOAD gave $sha, not the gateway's script hash"
-    rkeys=('seckill:{bench-redis-ceiling}:sale' 'seckill:{bench-redis-ceiling}:buyers')
+    rkeys=('seckill:{bench-redis-ceiling}:sale' 'seckill:{bench-redis-ceiling}:buyers' 'seckill:{bench-redis-ceiling}:void')
     redis-cli -p "$REDIS_PORT" HSET "${rkeys[0]}" stock 1000000000 total 1000000000 \
         starts_at 0 ends_at 99999999999999 per_user_limit 100 >/dev/null
     log "measuring: redis-benchmark EVALSHA"
     redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -n "$REDIS_REQUESTS" -c "$CONCURRENCY" \
-        -r 100000000 --csv EVALSHA "$sha" 2 "${rkeys[@]}" user-__rand_int__ 1 order-__rand_int__ \
+        -r 100000000 --csv EVALSHA "$sha" 3 "${rkeys[@]}" user-__rand_int__ 1 order-__rand_int__ \
         >"$OUT/redis-benchmark.csv"
     redis-cli -p "$REDIS_PORT" DEL "${rkeys[@]}" >/dev/null
     REDIS_RPS="$(tail -n 1 "$OUT/redis-benchmark.csv" | cut -d'"' -f4)"

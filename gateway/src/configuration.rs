@@ -41,7 +41,22 @@ pub struct Settings {
     pub purchase_token_ttl_secs: u64,
     /// How long before a sale starts its purchase tokens are handed out.
     pub purchase_token_lead_secs: u64,
+    /// How long the gateway keeps producing an order whose first produce
+    /// had no answer (outcome unknown, 504 `order_outcome_unknown`), until
+    /// the broker acknowledges it. Keep it well under inventory-service's
+    /// `reconcile.grace_ms`, which returns the unit of an order that never
+    /// arrived.
+    pub unknown_outcome_resolve_ms: u64,
+    /// Accept the published development secrets (the defaults of
+    /// `jwt_secret` and `admin_token`). Off unless set: a deployment that
+    /// forgot its secrets fails to start instead of running on public ones.
+    pub dev_mode: bool,
 }
+
+/// The defaults of the two secrets: published in this repository, so valid
+/// only with `dev_mode`.
+pub const DEV_JWT_SECRET: &str = "dev-only-jwt-secret-change-me";
+pub const DEV_ADMIN_TOKEN: &str = "dev-only-admin-token-change-me";
 
 /// governor quotas. A burst allowance equals one second of the rate.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -73,8 +88,8 @@ impl Default for Settings {
             http: HttpSettings::with_port(8080),
             redis: RedisSettings::default(),
             kafka: KafkaSettings::default(),
-            jwt_secret: Secret::from("dev-only-jwt-secret-change-me"),
-            admin_token: Secret::from("dev-only-admin-token-change-me"),
+            jwt_secret: Secret::from(DEV_JWT_SECRET),
+            admin_token: Secret::from(DEV_ADMIN_TOKEN),
             jwt_leeway_secs: 5,
             inventory_url: "http://127.0.0.1:8081".into(),
             order_url: "http://127.0.0.1:8082".into(),
@@ -86,6 +101,8 @@ impl Default for Settings {
             request_timeout_ms: 10_000,
             purchase_token_ttl_secs: 30,
             purchase_token_lead_secs: 60,
+            unknown_outcome_resolve_ms: 30_000,
+            dev_mode: false,
         }
     }
 }
@@ -105,6 +122,14 @@ impl Settings {
         if self.admin_token.expose().len() < 16 {
             return Err(invalid("admin_token must be at least 16 bytes"));
         }
+        let published = self.jwt_secret.expose() == DEV_JWT_SECRET
+            || self.admin_token.expose() == DEV_ADMIN_TOKEN;
+        if published && !self.dev_mode {
+            return Err(invalid(
+                "jwt_secret and admin_token must be set: the development defaults are \
+                 published (set SECKILL_DEV_MODE=true to use them on a development machine)",
+            ));
+        }
         let r = &self.rate_limit;
         if r.global_per_second == 0 || r.per_user_per_second == 0 || r.per_ip_per_second == 0 {
             return Err(invalid("rate limits must be positive"));
@@ -117,6 +142,11 @@ impl Settings {
         if self.request_timeout_ms <= self.kafka.produce_timeout_ms {
             return Err(invalid(
                 "request_timeout_ms must exceed kafka.produce_timeout_ms",
+            ));
+        }
+        if self.unknown_outcome_resolve_ms < self.kafka.produce_timeout_ms {
+            return Err(invalid(
+                "unknown_outcome_resolve_ms must be at least kafka.produce_timeout_ms",
             ));
         }
         if self.purchase_token_ttl_secs == 0 {
@@ -134,4 +164,26 @@ impl Settings {
 /// The `SECKILL_*` variables the gateway reads.
 pub fn env_var_names() -> Vec<String> {
     settings::env_var_names(&Settings::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_secrets_are_refused_outside_dev_mode() {
+        let published = Settings::default();
+        assert!(published.validate().is_err());
+        let dev = Settings {
+            dev_mode: true,
+            ..Settings::default()
+        };
+        assert!(dev.validate().is_ok());
+        let real = Settings {
+            jwt_secret: Secret::from("a-real-secret-of-some-length"),
+            admin_token: Secret::from("a-real-admin-token-of-length"),
+            ..Settings::default()
+        };
+        assert!(real.validate().is_ok());
+    }
 }

@@ -80,12 +80,20 @@ pub async fn answer_sold_out(
     let mut payload = req.take_payload();
     let mut read = 0usize;
     let mut keep_alive = true;
-    while let Some(chunk) = payload.next().await {
-        read = read.saturating_add(chunk.map(|c| c.len()).unwrap_or(usize::MAX));
-        if read > state.max_body_bytes {
-            keep_alive = false;
-            break;
+    // A body that never arrives must not hold the connection: the same
+    // deadline as every other request, then the connection is closed.
+    let drained = tokio::time::timeout(state.request_timeout, async {
+        while let Some(chunk) = payload.next().await {
+            read = read.saturating_add(chunk.map(|c| c.len()).unwrap_or(usize::MAX));
+            if read > state.max_body_bytes {
+                return false;
+            }
         }
+        true
+    })
+    .await;
+    if drained != Ok(true) {
+        keep_alive = false;
     }
     let answer = &state.sold_out_answer;
     let mut response = HttpResponse::Gone()

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client_ip;
 pub mod configuration;
+pub mod enqueue;
 pub mod fault;
 pub mod front_door;
 pub mod limits;

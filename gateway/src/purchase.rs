@@ -11,14 +11,19 @@ use redis::Script;
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::stock::SaleKeys;
 
-/// KEYS: sale hash, buyers hash. ARGV: user id, quantity, order id, and `1`
+/// KEYS: sale hash, buyers hash, voided orders. ARGV: user id, quantity, order id, and `1`
 /// when the request carried a valid purchase token (checked by the gateway
 /// before, see [`crate::purchase_token`]). Returns `{code, remaining}`. Time
 /// comes from Redis itself, so every gateway judges the sale window by one
 /// clock. The sale's token requirement is read here, in the same round trip.
+///
+/// `-5` (sold out) means nothing remains. A request for more than remains
+/// gets `-8`, never `-5`: the gateway remembers "sold out" for the whole
+/// sale, and one oversized request must not close the sale for everyone.
 pub const PURCHASE_LUA: &str = r#"
 local sale = redis.call('HMGET', KEYS[1], 'stock', 'starts_at', 'ends_at', 'per_user_limit', 'require_purchase_token')
 if not sale[1] then return {-1, 0} end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {-9, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < tonumber(sale[2]) then return {-2, 0} end
@@ -28,8 +33,10 @@ local qty = tonumber(ARGV[2])
 if qty > tonumber(sale[4]) then return {-6, 0} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {-4, 0} end
 local stock = tonumber(sale[1])
-if stock < qty then return {-5, stock} end
+if stock <= 0 then return {-5, 0} end
+if stock < qty then return {-8, stock} end
 redis.call('HINCRBY', KEYS[1], 'stock', -qty)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return {1, stock - qty}
 "#;
@@ -51,6 +58,14 @@ pub enum Decision {
     SoldOut,
     /// The sale requires a purchase token and the request had none.
     TokenRequired,
+    /// Units remain, but fewer than asked for. Not sold out: a smaller
+    /// request (or another buyer's) still succeeds.
+    NotEnough {
+        remaining: i64,
+    },
+    /// This order id was voided: its request reached Redis after the
+    /// gateway had already undone it (`stock::void`). Nothing was taken.
+    Voided,
 }
 
 impl Decision {
@@ -64,6 +79,8 @@ impl Decision {
             -5 => Decision::SoldOut,
             -6 => Decision::OverLimit,
             -7 => Decision::TokenRequired,
+            -8 => Decision::NotEnough { remaining },
+            -9 => Decision::Voided,
             other => {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::TypeError,
@@ -84,6 +101,8 @@ impl Decision {
             Decision::NotFound => "not_found",
             Decision::OverLimit => "over_limit",
             Decision::TokenRequired => "token_required",
+            Decision::NotEnough { .. } => "not_enough",
+            Decision::Voided => "voided",
         }
     }
 }
@@ -113,6 +132,7 @@ pub async fn reserve_with_token(
     let (code, remaining): (i64, i64) = PURCHASE
         .key(&keys.sale)
         .key(&keys.buyers)
+        .key(&keys.void)
         .arg(user.as_str())
         .arg(quantity.get())
         .arg(order.to_string())

@@ -44,6 +44,10 @@ pub struct AppState {
     pub purchase_tokens: PurchaseTokens,
     /// Bound on one Redis call made while serving a request.
     pub redis_timeout: Duration,
+    /// How long an order of unknown outcome is produced again (`enqueue`).
+    pub unknown_outcome_resolve: Duration,
+    /// The whole-request deadline (also bounds the front door's body read).
+    pub request_timeout: Duration,
     /// The front door's answer, rendered once, and its request metrics
     /// (it answers before the metrics middleware runs; see `front_door`).
     pub sold_out_answer: crate::front_door::SoldOutAnswer,
@@ -108,6 +112,8 @@ impl Application {
                 attempts: 4,
             },
             redis_timeout: Duration::from_millis(settings.redis.response_timeout_ms),
+            unknown_outcome_resolve: Duration::from_millis(settings.unknown_outcome_resolve_ms),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
             purchase_tokens: PurchaseTokens::new(
                 settings.jwt_secret.clone(),
                 settings.purchase_token_ttl_secs,

@@ -18,8 +18,9 @@ use seckill_common::kafka::EventProducer;
 use seckill_common::settings::Topics;
 use seckill_common::stock;
 
+use crate::persistence;
 use crate::reserve::batch::{self, Fallback};
-use crate::reserve::{reserve, Outcome, ReserveError};
+use crate::reserve::{reason, reserve, Outcome, ReserveError};
 
 pub struct InventoryHandler {
     pub db: DatabaseConnection,
@@ -210,6 +211,9 @@ impl InventoryHandler {
     }
 
     /// Gives rejected orders' units back to the gateway. Idempotent per order.
+    /// A rejected duplicate's user already holds another order: the buyers
+    /// entry is pointed back at that order, not removed, so the user stays
+    /// blocked from buying a second unit.
     async fn release_rejected(&self, decisions: &[Decision<'_>]) -> Result<(), HandleError> {
         let releases = decisions
             .iter()
@@ -217,16 +221,34 @@ impl InventoryHandler {
             .map(|d| {
                 let mut redis = self.redis.clone();
                 let o = d.order;
+                let duplicate =
+                    matches!(&d.outcome, Outcome::Rejected(r) if r == reason::DUPLICATE_BUYER);
                 async move {
-                    stock::release(&mut redis, &o.sale_id, &o.user_id, &o.order_id, o.quantity)
-                        .await
+                    let holder = match duplicate {
+                        true => persistence::reservation::holder(&self.db, &o.sale_id, &o.user_id)
+                            .await
+                            .map_err(HandleError::from)?,
+                        false => None,
+                    };
+                    stock::release_keeping(
+                        &mut redis,
+                        &o.sale_id,
+                        &o.user_id,
+                        &o.order_id,
+                        o.quantity,
+                        holder.as_deref(),
+                    )
+                    .await
+                    .map_err(|error| {
+                        HandleError::Transient(format!(
+                            "cannot release reservations in Redis: {error}"
+                        ))
+                    })
                 }
                 .instrument(d.span.clone())
             });
         match join_all(releases).await.into_iter().find_map(Result::err) {
-            Some(error) => Err(HandleError::Transient(format!(
-                "cannot release reservations in Redis: {error}"
-            ))),
+            Some(error) => Err(error),
             None => Ok(()),
         }
     }

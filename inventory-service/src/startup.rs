@@ -26,7 +26,6 @@ use crate::persistence;
 use crate::reconcile::{ReconcileMetrics, Reconciler};
 use crate::routes::{self, AppState};
 use crate::stock_gauge::StockGauge;
-use crate::warm;
 
 /// Admin requests are small; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -57,13 +56,6 @@ impl Application {
         let redis = redis_conn::connect(&settings.redis)
             .await
             .context("cannot connect to Redis")?;
-        let warmed = warm::warm_unfinished(&db, &redis)
-            .await
-            .context("cannot warm sales into Redis")?;
-        seckill_common::stock::mark_warm(&mut redis.clone())
-            .await
-            .context("cannot mark Redis as warm")?;
-        tracing::info!(warmed, "unfinished sales are in Redis");
 
         let producer =
             EventProducer::new(&settings.kafka).context("cannot create the Kafka producer")?;
@@ -144,6 +136,13 @@ impl Application {
             }
             .run(shutdown.clone()),
         );
+        // A sale missing from Redis at start is warmed by the same guarded
+        // path as one lost later (`Reconciler::rewarm_missing`): a restart,
+        // rollout or scale-up while Redis is empty and orders are still in
+        // Kafka must not warm from a database that has not counted them yet.
+        if let Err(error) = reconciler.rewarm_missing().await {
+            tracing::warn!(%error, "cannot check for sales missing from Redis yet; the periodic check retries");
+        }
         tokio::spawn(reconciler.run(shutdown.clone()));
         tracing::info!(port, "inventory-service started");
         Ok(Self {

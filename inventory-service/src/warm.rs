@@ -1,7 +1,8 @@
 //! Copies a sale from PostgreSQL into Redis, where the gateway sells it.
 //!
-//! Done when a sale is created and, at start, for every sale that has not
-//! ended but whose Redis hash is missing (Redis restarted or lost the key).
+//! Done when a sale is created and, through the guarded re-warm of
+//! `reconcile` (also at start), for every sale that has not ended but whose
+//! Redis hash is missing (Redis restarted or lost the key).
 //! The sale hash is the gate: the gateway reserves nothing while it is
 //! absent, so the buyers hash is filled first and the sale hash written last,
 //! each step only if the sale hash still does not exist. A sale that is
@@ -9,15 +10,14 @@
 //! the orders still in flight.
 use std::sync::LazyLock;
 
-use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError, Script};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{DatabaseConnection, DbErr};
 
 use seckill_common::domain::SaleId;
 use seckill_common::stock::{field, SaleKeys};
 
-use crate::persistence::{self, sale};
+use crate::persistence;
 
 /// Buyers per script call: bounds the size of one Redis command.
 const BUYERS_PER_CALL: usize = 500;
@@ -96,30 +96,4 @@ pub async fn warm(
         .invoke_async(&mut con)
         .await?;
     Ok(created == 1)
-}
-
-/// Warms every sale that has not ended yet. Returns how many were missing.
-pub async fn warm_unfinished(
-    db: &DatabaseConnection,
-    redis: &ConnectionManager,
-) -> Result<usize, WarmError> {
-    let ids: Vec<String> = sale::Entity::find()
-        .select_only()
-        .column(sale::Column::Id)
-        .filter(sale::Column::EndsAt.gt(Utc::now()))
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut warmed = 0;
-    for raw in ids {
-        let Ok(id) = SaleId::parse(&raw) else {
-            tracing::warn!(sale_id = %raw, "skipping a sale whose id is not valid");
-            continue;
-        };
-        if warm(db, redis, &id).await? {
-            tracing::info!(sale_id = %id, "sale was missing from Redis; warmed it");
-            warmed += 1;
-        }
-    }
-    Ok(warmed)
 }

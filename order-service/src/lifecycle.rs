@@ -29,7 +29,7 @@ use seckill_common::events::{Event, OrderRef, Paid};
 use seckill_common::kafka::traceparent_of;
 
 use crate::outbox;
-use crate::payment::{Charge, PaymentError, Payments};
+use crate::payment::{PaymentError, Payments};
 use crate::persistence::{order, OrderStatus};
 use crate::routes::OrderView;
 

@@ -14,12 +14,29 @@ use uuid::Uuid;
 
 use crate::configuration::PaymentSettings;
 
-/// One charge request.
+/// One charge request, as the provider sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Charge<'a> {
     pub order_id: &'a str,
     pub amount_cents: i64,
+    /// The provider's idempotency key: [`provider_key`] of the order and the
+    /// client's key. Real providers scope keys per merchant account, not per
+    /// order, so the client's key alone would let two orders paid with one
+    /// key share a charge.
     pub idempotency_key: &'a str,
+    /// The client's `Idempotency-Key`, unchanged. Only the fake provider
+    /// reads it (its scripted test keys, like a provider's test cards).
+    pub client_key: &'a str,
+}
+
+/// The key sent to the provider for `order_id` paid with the client's `client_key`:
+/// stable (a repeat is the same charge), distinct per order, and fixed length.
+pub fn provider_key(order_id: &str, client_key: &str) -> String {
+    let name = format!("seckill/{order_id}/{client_key}");
+    format!(
+        "seckill-{}",
+        Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).simple()
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +76,20 @@ impl Payments {
         self.timeout
     }
 
-    pub async fn charge(&self, charge: Charge<'_>) -> Result<String, PaymentError> {
+    /// Charges `amount_cents` for `order_id`, idempotent on the client's key.
+    pub async fn charge(
+        &self,
+        order_id: &str,
+        amount_cents: i64,
+        client_key: &str,
+    ) -> Result<String, PaymentError> {
+        let key = provider_key(order_id, client_key);
+        let charge = Charge {
+            order_id,
+            amount_cents,
+            idempotency_key: &key,
+            client_key,
+        };
         tokio::time::timeout(self.timeout, self.provider.charge(charge))
             .await
             .unwrap_or(Err(PaymentError::Timeout))
@@ -104,8 +134,9 @@ pub const TIMEOUT_KEY_PREFIX: &str = "fake-timeout";
 pub const LOST_ANSWER_KEY_PREFIX: &str = "fake-lost-answer";
 
 /// An in-memory provider for development and tests. Idempotent like a real
-/// one: the same order and key always get the same reference, and money is
-/// taken once per reference.
+/// one: the same key always gets the same reference (whatever the order, as
+/// a real provider scopes keys per merchant account), and money is taken
+/// once per reference.
 pub struct FakePaymentProvider {
     mode: FakeMode,
     latency: Duration,
@@ -145,7 +176,7 @@ impl FakePaymentProvider {
 
     /// Takes the charge once per reference; `true` when this call took it.
     fn take(&self, charge: &Charge<'_>) -> (String, bool) {
-        let reference = fake_reference(charge.order_id, charge.idempotency_key);
+        let reference = fake_reference(charge.idempotency_key);
         let mut charges = self.charges.lock().unwrap_or_else(|p| p.into_inner());
         let first = !charges.contains_key(&reference);
         charges
@@ -166,12 +197,11 @@ impl FakePaymentProvider {
     }
 }
 
-/// Same order and key, same reference: the provider's idempotency.
-pub fn fake_reference(order_id: &str, key: &str) -> String {
-    let name = format!("{order_id}/{key}");
+/// Same key, same reference: the provider's idempotency.
+pub fn fake_reference(key: &str) -> String {
     format!(
         "fakepay_{}",
-        Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).simple()
+        Uuid::new_v5(&Uuid::NAMESPACE_URL, key.as_bytes()).simple()
     )
 }
 
@@ -181,7 +211,7 @@ impl PaymentProvider for FakePaymentProvider {
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency).await;
             }
-            match self.mode_for(charge.idempotency_key) {
+            match self.mode_for(charge.client_key) {
                 FakeMode::Decline => Err(PaymentError::Declined("card_declined".into())),
                 FakeMode::Timeout => std::future::pending().await,
                 FakeMode::Succeed => Ok(self.take(&charge).0),
@@ -220,6 +250,7 @@ mod tests {
             order_id: "s1.0190",
             amount_cents: 500,
             idempotency_key: key,
+            client_key: key,
         }
     }
 
@@ -244,19 +275,53 @@ mod tests {
             Duration::from_millis(20),
         );
         assert!(matches!(
-            payments.charge(charge("fake-decline-1")).await,
+            payments.charge("s1.0190", 500, "fake-decline-1").await,
             Err(PaymentError::Declined(_))
         ));
         assert_eq!(
-            payments.charge(charge("fake-timeout-1")).await,
+            payments.charge("s1.0190", 500, "fake-timeout-1").await,
             Err(PaymentError::Timeout)
         );
-        assert!(payments.charge(charge("plain")).await.is_ok());
+        assert!(payments.charge("s1.0190", 500, "plain").await.is_ok());
         // The money is taken, the answer lost; the repeat learns the reference.
         assert_eq!(
-            payments.charge(charge("fake-lost-answer-1")).await,
+            payments.charge("s1.0190", 500, "fake-lost-answer-1").await,
             Err(PaymentError::Timeout)
         );
-        assert!(payments.charge(charge("fake-lost-answer-1")).await.is_ok());
+        assert!(payments
+            .charge("s1.0190", 500, "fake-lost-answer-1")
+            .await
+            .is_ok());
+    }
+
+    /// A provider scopes keys per merchant account: two orders paid with the
+    /// same client key are two charges, because the key sent is per order.
+    #[tokio::test]
+    async fn one_client_key_on_two_orders_is_two_charges() {
+        let payments = Payments::new(
+            Box::new(FakePaymentProvider::new(FakeMode::Succeed, Duration::ZERO)),
+            Duration::from_millis(200),
+        );
+        let a = payments
+            .charge("s1.order-a", 500, "same-key")
+            .await
+            .unwrap();
+        let b = payments
+            .charge("s1.order-b", 700, "same-key")
+            .await
+            .unwrap();
+        assert_ne!(
+            a, b,
+            "the second order must not reuse the first one's charge"
+        );
+        let again = payments
+            .charge("s1.order-a", 500, "same-key")
+            .await
+            .unwrap();
+        assert_eq!(a, again, "a repeat is the same charge");
+        assert_ne!(
+            provider_key("s1.order-a", "k"),
+            provider_key("s1.order-b", "k")
+        );
     }
 }

@@ -5,7 +5,12 @@
 //! 2. database stock plus units sold (reserved reservations) equals the total;
 //! 3. after reconciliation, Redis agrees with the database: the same stock,
 //!    and its buyers are exactly the users holding a reservation;
-//! 4. no oversell: units sold never exceed the total, stock is never negative.
+//! 4. no oversell: units sold never exceed the total, stock is never negative;
+//! 5. every 202 is kept: no more 202s than units that were ever for sale,
+//!    and every 202 order ends `created` or later, never `failed`;
+//! 6. every saga finished: no reservation without an order that holds it,
+//!    no order holding stock without a reservation, no buyer with two live
+//!    orders, and (3) no buyer locked out in Redis without a reservation.
 //!
 //! Nothing here sleeps a guessed time: it polls until the system is quiet
 //! (every accepted order applied, Redis in agreement) or a deadline passes,
@@ -185,7 +190,90 @@ async fn check(stack: &Stack, sale: &str, accepted: &[String], reconcile: bool) 
         "Redis buyers differ from the users holding a reservation: {}",
         context()
     );
+    every_202_kept(stack, sale, accepted, &snapshot).await;
+    every_saga_finished(stack, sale).await;
     snapshot
+}
+
+/// Statuses an order reaches only through a reservation that held a unit.
+const KEPT: [&str; 4] = ["created", "paid", "cancelled", "expired"];
+
+/// No more 202s than units ever for sale (the total, plus units returned by
+/// cancellation or expiry and sold again), and no 202 order ended `failed`.
+async fn every_202_kept(stack: &Stack, sale: &str, accepted: &[String], snapshot: &Snapshot) {
+    let released = Stack::count(
+        &stack.inventory_db,
+        &format!("SELECT coalesce(sum(quantity), 0)::bigint AS n FROM reservations WHERE sale_id = '{sale}' AND status = 'released'"),
+    )
+    .await;
+    assert!(
+        accepted.len() as i64 <= snapshot.total + released,
+        "{} answers were 202 for {} units ({} returned and sold again at most)",
+        accepted.len(),
+        snapshot.total,
+        released
+    );
+    if accepted.is_empty() {
+        return;
+    }
+    let list = sql_list(accepted);
+    let statuses = pairs_in(
+        &stack.orders_db,
+        &format!("SELECT order_id AS a, status AS b FROM orders WHERE order_id IN ({list})"),
+    )
+    .await;
+    let broken: Vec<(&String, &String)> = statuses
+        .iter()
+        .filter(|(_, status)| !KEPT.contains(&status.as_str()))
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "a buyer told 202 did not get the unit: {broken:?}\n{}",
+        stack.logs()
+    );
+}
+
+/// Both halves of every saga of `sale` exist and agree.
+async fn every_saga_finished(stack: &Stack, sale: &str) {
+    let reservations = pairs(
+        stack,
+        &format!("SELECT order_id AS a, status AS b FROM reservations WHERE sale_id = '{sale}' AND status IN ('reserved', 'released')"),
+    )
+    .await;
+    let orders = pairs_in(
+        &stack.orders_db,
+        &format!("SELECT order_id AS a, status AS b FROM orders WHERE sale_id = '{sale}' AND status <> 'failed'"),
+    )
+    .await;
+    let without_order: Vec<_> = reservations
+        .keys()
+        .filter(|o| !orders.contains_key(*o))
+        .collect();
+    assert!(
+        without_order.is_empty(),
+        "reservations without an order: {without_order:?}"
+    );
+    let without_reservation: Vec<_> = orders
+        .keys()
+        .filter(|o| !reservations.contains_key(*o))
+        .collect();
+    assert!(
+        without_reservation.is_empty(),
+        "orders without a reservation: {without_reservation:?}"
+    );
+    let twice = Stack::count(
+        &stack.orders_db,
+        &format!("SELECT count(*) AS n FROM (SELECT user_id FROM orders WHERE sale_id = '{sale}' AND status IN ('created', 'paid') GROUP BY user_id HAVING count(*) > 1) t"),
+    )
+    .await;
+    assert_eq!(twice, 0, "buyers holding two live orders");
+}
+
+fn sql_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("'{}'", id.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Every 202 order has exactly one row in `orders` and one in `reservations`,
@@ -194,11 +282,7 @@ pub async fn every_accepted_order_persisted_once(stack: &Stack, accepted: &[Stri
     if accepted.is_empty() {
         return;
     }
-    let list = accepted
-        .iter()
-        .map(|id| format!("'{}'", id.replace('\'', "")))
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = sql_list(accepted);
     let in_orders = format!("SELECT count(*) AS n FROM orders WHERE order_id IN ({list})");
     let in_reservations =
         format!("SELECT count(*) AS n FROM reservations WHERE order_id IN ({list})");

@@ -7,11 +7,13 @@
 //! A fault test that stops Redis or PostgreSQL asks for private ones
 //! ([`servers`], via [`StackOptions`]); every fault scenario ends with the
 //! same check, [`invariants::assert_invariants`]; [`dead_letters`] reads
-//! what the consumers gave up on; [`fixtures`] makes domain values.
+//! what the consumers gave up on; [`fixtures`] makes domain values;
+//! [`proxy`] makes a link to Redis or the broker slow, stalled or cut.
 pub mod dead_letters;
 pub mod fixtures;
 pub mod invariants;
 pub mod process;
+pub mod proxy;
 pub mod servers;
 pub mod stack;
 pub mod wait;

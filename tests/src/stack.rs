@@ -8,6 +8,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 use serde_json::{json, Value};
 
 use crate::process::{binary, free_port, nisshi, Process};
+use crate::proxy::FaultProxy;
 use crate::servers::{state_dir, PrivatePostgres, PrivateRedis};
 use crate::wait::wait_until;
 
@@ -37,6 +38,12 @@ pub struct StackOptions {
     pub redis_persistent: bool,
     /// A PostgreSQL cluster of this stack only ([`Stack::private_postgres`]).
     pub private_postgres: bool,
+    /// The gateway reaches Redis through a [`FaultProxy`] ([`Stack::redis_proxy`]);
+    /// the other services and the test itself reach Redis directly.
+    pub gateway_redis_proxy: bool,
+    /// Every client reaches the broker through a [`FaultProxy`]
+    /// ([`Stack::broker_proxy`]): the broker advertises the proxy's address.
+    pub broker_proxy: bool,
 }
 
 pub struct Stack {
@@ -56,6 +63,10 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Set with [`StackOptions::private_redis`].
     pub private_redis: Option<PrivateRedis>,
+    /// Set with [`StackOptions::gateway_redis_proxy`].
+    pub redis_proxy: Option<FaultProxy>,
+    /// Set with [`StackOptions::broker_proxy`].
+    pub broker_proxy: Option<FaultProxy>,
     /// Set with [`StackOptions::private_postgres`]. Declared after the
     /// connections above, so they close before the cluster goes away.
     pub private_postgres: Option<PrivatePostgres>,
@@ -89,8 +100,18 @@ impl Stack {
         let (orders_db_url, orders_db) = create_database(&admin_db, &format!("ord_{id}")).await;
 
         let broker_port = free_port();
-        let brokers = format!("127.0.0.1:{broker_port}");
-        let listener = format!("tcp://{brokers}");
+        let listener = format!("tcp://127.0.0.1:{broker_port}");
+        // With a proxy, clients bootstrap through it and the broker tells
+        // them to stay there, so every byte to the broker crosses it.
+        let broker_proxy = match options.broker_proxy {
+            true => Some(FaultProxy::start(format!("127.0.0.1:{broker_port}")).await),
+            false => None,
+        };
+        let brokers = match &broker_proxy {
+            Some(proxy) => format!("127.0.0.1:{}", proxy.port),
+            None => format!("127.0.0.1:{broker_port}"),
+        };
+        let advertised = format!("tcp://{brokers}");
         // nisshi resolves a sqlite:// path against its working directory.
         let storage = match options.durable_broker {
             true => "sqlite://nisshi.db",
@@ -104,7 +125,7 @@ impl Stack {
                 "--listener-url",
                 &listener,
                 "--advertised-listener-url",
-                &listener,
+                &advertised,
                 "--storage-engine",
                 storage,
             ]
@@ -178,6 +199,21 @@ impl Stack {
                 "1000".to_owned(),
             ),
         ];
+        let redis_proxy = match options.gateway_redis_proxy {
+            true => {
+                let upstream = redis_url
+                    .trim_start_matches("redis://")
+                    .split(['/', '?'])
+                    .next()
+                    .expect("redis url has an address")
+                    .to_owned();
+                let proxy = FaultProxy::start(upstream.clone()).await;
+                let via = redis_url.replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
+                gateway_env.push(("SECKILL_REDIS__URL".to_owned(), via));
+                Some(proxy)
+            }
+            false => None,
+        };
         gateway_env.extend(options.gateway_env.iter().cloned());
         let mut gateway = service("gateway", gw_port, gateway_env);
         inventory.start();
@@ -204,6 +240,8 @@ impl Stack {
                 .build()
                 .expect("client"),
             private_redis,
+            redis_proxy,
+            broker_proxy,
             private_postgres,
         };
         for url in [&stack.inventory_url, &stack.order_url, &stack.gateway_url] {

@@ -271,7 +271,9 @@ async fn broker_restarted_mid_burst_with_durable_storage_loses_nothing() {
     for base in [&stack.gateway_url, &stack.inventory_url, &stack.order_url] {
         reports_down(&stack, base, "kafka").await;
     }
-    burst.failed_at_least(10).await; // 503s while the broker is away
+    // While the broker is away: 504 `order_outcome_unknown` (the unit kept
+    // and produced again once the broker is back), or 503 where refused.
+    burst.failed_at_least(10).await;
     stack.broker.start();
     for base in [&stack.gateway_url, &stack.inventory_url, &stack.order_url] {
         stack.wait_ready(base).await;
@@ -280,10 +282,10 @@ async fn broker_restarted_mid_burst_with_durable_storage_loses_nothing() {
 
     assert_eq!(seen.unanswered, 0, "{seen:?}");
     for status in seen.statuses.keys() {
-        assert!([202, 410, 503].contains(status), "{seen:?}");
+        assert!([202, 410, 503, 504].contains(status), "{seen:?}");
     }
     assert!(
-        seen.statuses.contains_key(&503),
+        seen.statuses.contains_key(&503) || seen.statuses.contains_key(&504),
         "the outage was seen: {seen:?}"
     );
     let mut accepted = seen.accepted;

@@ -76,12 +76,17 @@ async fn decides_every_case() {
         buy(&mut con, &live, "a", 1).await,
         Decision::AlreadyPurchased
     );
-    assert_eq!(buy(&mut con, &live, "b", 2).await, Decision::SoldOut);
+    // More than remains is not "sold out": one unit is still for sale.
+    assert_eq!(
+        buy(&mut con, &live, "b", 2).await,
+        Decision::NotEnough { remaining: 1 }
+    );
     assert_eq!(
         buy(&mut con, &live, "b", 1).await,
         Decision::Accepted { remaining: 0 }
     );
     assert_eq!(buy(&mut con, &live, "c", 1).await, Decision::SoldOut);
+    assert_eq!(buy(&mut con, &live, "d", 2).await, Decision::SoldOut);
 }
 
 #[tokio::test]

@@ -152,8 +152,11 @@ async fn sale_window_is_enforced_and_stock_untouched() {
     }
 }
 
+/// With the broker gone the gateway cannot know whether an order reached
+/// it: it answers in time that the outcome is unknown, names the order, and
+/// keeps the unit for it (never resold while the order may still arrive).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_down_answers_503_in_time_and_returns_the_stock() {
+async fn broker_down_answers_outcome_unknown_in_time_and_keeps_the_unit() {
     let stack = Stack::start().await;
     let sale = stack.active_sale(10).await;
     let token = stack.token("unlucky");
@@ -164,19 +167,21 @@ async fn broker_down_answers_503_in_time_and_returns_the_stock() {
     let (status, body) = stack.purchase(&token, &sale, json!({})).await;
     let took = started.elapsed();
 
-    assert_error(status, &body, 503, "service_unavailable");
+    assert_error(status, &body, 504, "order_outcome_unknown");
     // Configured produce timeout is 2 s; the answer comes within it plus slack.
-    assert!(took < Duration::from_secs(6), "503 took {took:?}");
+    assert!(took < Duration::from_secs(6), "504 took {took:?}");
+    let order = body["error"]["order_id"].as_str().expect("order id");
+    assert_eq!(stack.redis_stock(&sale).await, 9, "the unit is kept");
+    let (status, seen) = stack
+        .get(&format!("/api/v1/orders/{order}"), Some(&token))
+        .await;
     assert_eq!(
-        stack.redis_stock(&sale).await,
-        10,
-        "the reservation was returned"
+        (status, seen["status"].as_str()),
+        (200, Some("queued")),
+        "{seen}"
     );
-    assert_eq!(
-        stack.redis_buyers(&sale).await,
-        0,
-        "the buyer record was removed"
-    );
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_error(status, &body, 409, "already_purchased");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -310,4 +315,46 @@ async fn a_known_sold_out_sale_is_answered_from_memory_on_a_kept_alive_connectio
         200
     );
     assert_eq!(stack.redis_stock(&sale).await, 0);
+}
+
+/// The front door reads a sold-out purchase's body before answering, so
+/// keep-alive holds; a body that never arrives is cut at the request
+/// deadline instead of holding the connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_answer_does_not_wait_for_ever_for_a_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start_with(seckill_tests::StackOptions {
+        gateway_env: vec![
+            ("SECKILL_SOLD_OUT_CACHE_MS".into(), "600000".into()),
+            ("SECKILL_REQUEST_TIMEOUT_MS".into(), "3000".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let sale = stack.active_sale(1).await;
+    assert_eq!(
+        stack.purchase(&stack.token("a"), &sale, json!({})).await.0,
+        202
+    );
+    let (status, body) = stack.purchase(&stack.token("b"), &sale, json!({})).await;
+    assert_error(status, &body, 410, "sold_out");
+
+    let port = stack.gateway_url.rsplit(':').next().expect("port");
+    let mut socket = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    // Promises 100 bytes, sends 2, and then nothing.
+    let head = format!(
+        "POST /api/v1/sales/{sale}/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{}}"
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was held past the request deadline"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 410"), "{answer}");
 }

@@ -1,6 +1,4 @@
 //! The flash-sale endpoint and order status.
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -11,12 +9,12 @@ use serde_json::json;
 use tracing::Instrument;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
-use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested};
 use seckill_common::http::ApiError;
 use seckill_common::redis_conn;
 use seckill_common::stock::{self, SaleKeys};
 
 use crate::auth::AuthenticatedUser;
+use crate::enqueue::{enqueue, Order};
 use crate::purchase::{self, Decision};
 use crate::startup::AppState;
 
@@ -114,38 +112,41 @@ pub async fn place_order(
     // A sale this gateway already knows is sold out never gets here: the
     // front door (`crate::front_door`) answered it.
     let order_id = OrderId::new(&sale);
-    let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
-    let mut redis = crate::worker_redis::connection(&state).await;
-    let reserve =
-        purchase::reserve_with_token(&mut redis, &sale, &user, quantity, &order_id, has_token);
-    let decision = redis_conn::within(state.redis_timeout, reserve)
-        .instrument(span.clone())
-        .await
-        .map_err(stock_store_down)?;
-    span.record("outcome", decision.label());
-    state.metrics.outcome(decision.label());
+    // From the script on, the work must finish even if this request is
+    // dropped (client gone, request deadline): a script whose answer is lost
+    // must be undone, and stock once taken must be enqueued or returned. So
+    // it runs in a task of its own, and this handler only awaits it.
+    let task_state = state.clone();
+    let order = order_id.clone();
+    let decided = tokio::spawn(
+        async move {
+            let decision = reserve(&task_state, &sale, &user, quantity, &order, has_token).await?;
+            if let Decision::Accepted { remaining } = decision {
+                if remaining <= 0 {
+                    task_state.sold_out.mark(&sale);
+                }
+                crate::fault::crash_after_reserve();
+                let order = Order {
+                    sale: &sale,
+                    user: &user,
+                    quantity,
+                    id: &order,
+                };
+                enqueue(&task_state, order).await?;
+            }
+            Ok::<_, ApiError>((decision, sale))
+        }
+        .in_current_span(),
+    )
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "purchase task failed");
+        ApiError::internal()
+    })?;
+    let (decision, sale) = decided?;
 
     match decision {
-        Decision::Accepted { remaining } => {
-            if remaining <= 0 {
-                state.sold_out.mark(&sale);
-            }
-            crate::fault::crash_after_reserve();
-            // From here the stock is taken: produce or undo must finish even
-            // if this request is dropped (client gone, request deadline), so
-            // it runs in a task of its own and this handler only awaits it.
-            let order = order_id.clone();
-            let task_state = state.clone();
-            let enqueued = tokio::spawn(
-                async move { enqueue(&task_state, &sale, &user, quantity, &order).await }
-                    .in_current_span(),
-            )
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "enqueue task failed");
-                ApiError::internal()
-            })?;
-            enqueued?;
+        Decision::Accepted { .. } => {
             tracing::info!(order_id = %order_id, "purchase accepted and queued");
             Ok(HttpResponse::Accepted().json(json!({"order_id": order_id, "status": "queued"})))
         }
@@ -169,10 +170,18 @@ pub async fn place_order(
             "the sale has ended",
         )),
         Decision::NotFound => Err(missing_sale(&state).await),
+        Decision::Voided => Err(ApiError::unavailable(
+            "this purchase attempt was abandoned; try again",
+        )),
         Decision::OverLimit => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "quantity_over_limit",
             "quantity exceeds this sale's per-user limit",
+        )),
+        Decision::NotEnough { remaining } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+            format!("only {remaining} units remain: ask for fewer"),
         )),
         Decision::TokenRequired => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -182,51 +191,44 @@ pub async fn place_order(
     }
 }
 
-/// Produces `OrderRequested` and waits for the broker's acknowledgement. If
-/// that fails, the reservation is undone before answering, so stock never
-/// leaks into an order nobody will process.
-async fn enqueue(
+/// Runs the purchase script. When its answer does not come (Redis timeout,
+/// connection lost) the script may still have run: the order id is voided
+/// and its units returned if they were taken (`enqueue::undo`), so the
+/// buyer is neither charged a unit nobody will order nor locked out by 409.
+async fn reserve(
     state: &AppState,
     sale: &SaleId,
     user: &UserId,
     quantity: Quantity,
-    order_id: &OrderId,
-) -> Result<(), ApiError> {
-    let order = OrderRef {
-        order_id: order_id.clone(),
-        sale_id: sale.clone(),
-        user_id: user.clone(),
-        quantity,
-    };
-    let envelope = Envelope::new(Event::OrderRequested(OrderRequested {
-        order,
-        requested_at: Utc::now(),
-    }));
-    let key = order_id.to_string();
-    let started = std::time::Instant::now();
-    let produced = state
-        .producer
-        .send(&state.topics.order_requested, &key, &envelope)
-        .await;
-    state.metrics.produce(started.elapsed(), produced.is_ok());
-    let Err(error) = produced else { return Ok(()) };
-
-    tracing::error!(%error, order_id = %order_id, "enqueue failed; returning the reservation");
-    let undo = state.undo_backoff.retry(
-        || {
-            let mut redis = state.redis.clone();
-            async move { stock::release(&mut redis, sale, user, order_id, quantity).await }
-        },
-        |_| true,
-    );
-    match tokio::time::timeout(Duration::from_secs(3), undo).await {
-        Ok(Ok(_)) => state.sold_out.clear(sale),
-        // Redis is gone too: reconciliation returns the orphaned reservation later.
-        other => tracing::error!(?other, order_id = %order_id, "could not return the reservation"),
+    order: &OrderId,
+    has_token: bool,
+) -> Result<Decision, ApiError> {
+    let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
+    let mut redis = crate::worker_redis::connection(state).await;
+    let script = purchase::reserve_with_token(&mut redis, sale, user, quantity, order, has_token);
+    match redis_conn::within(state.redis_timeout, script)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(decision) => {
+            span.record("outcome", decision.label());
+            state.metrics.outcome(decision.label());
+            Ok(decision)
+        }
+        Err(error) => {
+            span.record("outcome", "unknown");
+            state.metrics.outcome("script_unknown");
+            tracing::warn!(%error, order_id = %order, "the purchase script's answer was lost; undoing it");
+            let held = Order {
+                sale,
+                user,
+                quantity,
+                id: order,
+            };
+            crate::enqueue::undo(state, &held).await;
+            Err(stock_store_down(error))
+        }
     }
-    Err(ApiError::unavailable(
-        "order queue unavailable, nothing was charged; try again",
-    ))
 }
 
 /// Owner only. An order no service has persisted yet is `queued` while its
@@ -259,7 +261,22 @@ pub async fn get_order(
     .await
     .map_err(stock_store_down)?;
     if holder.as_deref() != Some(order_id.to_string().as_str()) {
-        return Err(not_found());
+        // An order this gateway undid (its script's answer was lost, or the
+        // broker refused it) has failed: say so rather than "no such order",
+        // so a buyer who was told the outcome was unknown learns it.
+        let void = redis_conn::within(state.redis_timeout, stock::is_void(&mut redis, &order_id))
+            .await
+            .map_err(stock_store_down)?;
+        if !void {
+            return Err(not_found());
+        }
+        return Ok(HttpResponse::Ok().json(json!({
+            "order_id": order_id,
+            "sale_id": order_id.sale_id(),
+            "user_id": user,
+            "status": "failed",
+            "reason": "not_enqueued",
+        })));
     }
     Ok(HttpResponse::Ok().json(json!({
         "order_id": order_id,

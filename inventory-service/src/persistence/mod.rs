@@ -57,3 +57,66 @@ pub async fn sale_snapshot(
     txn.commit().await?;
     Ok(Some((row, buyers)))
 }
+
+/// What reconciliation reads of one sale, from one repeatable-read snapshot.
+pub struct ReconcileView {
+    pub sale: sale::Model,
+    /// `(user id, order id)` of every `reserved` reservation.
+    pub reserved: Vec<(String, String)>,
+    /// `(order id, units)` of those of `orders` whose reservation is
+    /// `released` or `rejected`: their Redis release may still be due.
+    pub settled: Vec<(String, i64)>,
+}
+
+/// The sale, its live reservations, and the settled ones among `orders`
+/// (the order ids Redis lists as buyers), all from one snapshot.
+pub async fn reconcile_snapshot(
+    db: &DatabaseConnection,
+    id: &seckill_common::domain::SaleId,
+    orders: &[String],
+) -> Result<Option<ReconcileView>, DbErr> {
+    use sea_orm::{AccessMode, ColumnTrait, EntityTrait, IsolationLevel, QueryFilter, QuerySelect};
+    let txn = db
+        .begin_with_config(
+            Some(IsolationLevel::RepeatableRead),
+            Some(AccessMode::ReadOnly),
+        )
+        .await?;
+    let Some(row) = sale::Entity::find_by_id(id.as_str()).one(&txn).await? else {
+        txn.commit().await?;
+        return Ok(None);
+    };
+    let reserved: Vec<(String, String)> = reservation::Entity::find()
+        .select_only()
+        .column(reservation::Column::UserId)
+        .column(reservation::Column::OrderId)
+        .filter(reservation::Column::SaleId.eq(id.as_str()))
+        .filter(reservation::Column::Status.eq(reservation::RESERVED))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let settled: Vec<(String, i32)> = match orders.is_empty() {
+        true => Vec::new(),
+        false => {
+            reservation::Entity::find()
+                .select_only()
+                .column(reservation::Column::OrderId)
+                .column(reservation::Column::Quantity)
+                .filter(reservation::Column::SaleId.eq(id.as_str()))
+                .filter(reservation::Column::OrderId.is_in(orders.iter().map(String::as_str)))
+                .filter(reservation::Column::Status.ne(reservation::RESERVED))
+                .into_tuple()
+                .all(&txn)
+                .await?
+        }
+    };
+    txn.commit().await?;
+    Ok(Some(ReconcileView {
+        sale: row,
+        reserved,
+        settled: settled
+            .into_iter()
+            .map(|(order, units)| (order, i64::from(units)))
+            .collect(),
+    }))
+}

@@ -1,6 +1,7 @@
 //! The outcome for one order id, written in the same transaction as the
 //! stock decrement, so "already handled" and "stock taken" never disagree.
 use sea_orm::entity::prelude::*;
+use sea_orm::QuerySelect;
 
 /// `status` values (a CHECK constraint allows only these).
 pub const RESERVED: &str = "reserved";
@@ -43,3 +44,20 @@ impl Related<super::sale::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The order `user` holds (a `reserved` reservation) in `sale`, if any.
+pub async fn holder(
+    db: &impl ConnectionTrait,
+    sale: &seckill_common::domain::SaleId,
+    user: &seckill_common::domain::UserId,
+) -> Result<Option<String>, DbErr> {
+    Entity::find()
+        .select_only()
+        .column(Column::OrderId)
+        .filter(Column::SaleId.eq(sale.as_str()))
+        .filter(Column::UserId.eq(user.as_str()))
+        .filter(Column::Status.eq(RESERVED))
+        .into_tuple()
+        .one(db)
+        .await
+}

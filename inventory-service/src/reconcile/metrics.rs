@@ -7,6 +7,9 @@ pub mod kind {
     pub const ORPHAN_BUYER: &str = "orphan_buyer";
     /// A reservation PostgreSQL holds was missing from the Redis buyers.
     pub const BUYER_RESTORED: &str = "buyer_restored";
+    /// A unit PostgreSQL had returned (or rejected) was released in Redis
+    /// before the consumer's own release arrived.
+    pub const BUYER_RELEASED: &str = "buyer_released";
     pub const STOCK_RAISED: &str = "stock_raised";
     pub const STOCK_LOWERED: &str = "stock_lowered";
     /// A sale missing from Redis was warmed again from PostgreSQL.

@@ -85,6 +85,8 @@ pub struct Reconciler {
     metrics: ReconcileMetrics,
     /// When each sale was first seen missing from Redis (this replica's view).
     missing_since: Mutex<HashMap<SaleId, Instant>>,
+    /// When each unresolved Redis buyer was first seen (see `sale::FirstSeen`).
+    first_seen: sale::FirstSeen,
     /// One run at a time in this process; the advisory lock does the rest.
     running: tokio::sync::Mutex<()>,
 }
@@ -106,6 +108,7 @@ impl Reconciler {
             settings,
             metrics,
             missing_since: Mutex::new(HashMap::new()),
+            first_seen: sale::FirstSeen::default(),
             running: tokio::sync::Mutex::new(()),
         })
     }
@@ -153,7 +156,12 @@ impl Reconciler {
         for id in self.unfinished_sales().await? {
             let report = if self.is_present(&id).await? {
                 self.forget_missing(&id);
-                sale::reconcile(&self.db, &self.redis, &id, self.grace()).await?
+                let judge = sale::Judge {
+                    grace: Duration::from_millis(self.settings.grace_ms),
+                    first_seen: &self.first_seen,
+                    catch_up: &self.catch_up,
+                };
+                sale::reconcile(&self.db, &self.redis, &id, &judge).await?
             } else {
                 self.handle_missing(&id).await?
             };
@@ -253,10 +261,6 @@ impl Reconciler {
         Ok(Some(report))
     }
 
-    fn grace(&self) -> chrono::Duration {
-        chrono::Duration::milliseconds(i64::try_from(self.settings.grace_ms).unwrap_or(i64::MAX))
-    }
-
     fn forget_missing(&self, id: &SaleId) {
         self.missing_since
             .lock()
@@ -327,6 +331,10 @@ impl Reconciler {
             count(|s| s.orphan_buyers_removed.len() as u64),
         );
         self.metrics.repaired(
+            kind::BUYER_RELEASED,
+            count(|s| s.buyers_released.len() as u64),
+        );
+        self.metrics.repaired(
             kind::BUYER_RESTORED,
             count(|s| s.buyers_restored.len() as u64),
         );
@@ -351,6 +359,7 @@ impl Reconciler {
             tracing::warn!(
                 sale_id = %s.sale_id,
                 orphan_buyers_removed = ?s.orphan_buyers_removed,
+                buyers_released = ?s.buyers_released,
                 buyers_restored = ?s.buyers_restored,
                 stock_adjustment = s.stock_adjustment,
                 redis_stock_before = ?s.redis_stock,

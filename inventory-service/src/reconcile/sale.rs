@@ -1,8 +1,8 @@
 //! One sale: snapshot Redis, then PostgreSQL, [`plan`], apply, report.
-use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use sea_orm::DatabaseConnection;
@@ -12,48 +12,62 @@ use seckill_common::domain::SaleId;
 use seckill_common::stock::SaleKeys;
 
 use super::plan::{plan, Observed};
-use super::ReconcileError;
+use super::{CatchUp, ReconcileError};
 use crate::persistence;
 
-/// KEYS: sale, buyers. Nil when the sale is not in Redis; else {stock, buyers...}
-/// read atomically, so the two agree with each other.
+/// KEYS: sale, buyers. Nil when the sale is not in Redis; else {stock,
+/// version, buyers...} read atomically, so the three agree with each other.
 static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
         if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-        return {redis.call('HGET', KEYS[1], 'stock') or '0', redis.call('HGETALL', KEYS[2])}
+        local s = redis.call('HMGET', KEYS[1], 'stock', 'version')
+        return {s[1] or '0', s[2] or '0', redis.call('HGETALL', KEYS[2])}
         "#,
     )
 });
 
-/// KEYS: buyers. ARGV: user, order. Removes the entry only if it still names the order.
-static REMOVE_BUYER: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: sale, buyers. ARGV: version seen by the snapshot; n, then n
+/// (user, order, units) releases; n, then n (user, order) orphans; n, then
+/// n (user, order) restores; the stock delta. Applies all of it only if the
+/// sale's `version` is still the one the snapshot saw, i.e. no purchase,
+/// release or undo touched the sale since (they all bump it): a change that
+/// landed between the two snapshots aborts the round, and is never counted
+/// twice. Returns {1, released, removed, restored}, {-1} (sale gone) or
+/// {-2} (changed).
+static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-        return redis.call('HDEL', KEYS[1], ARGV[1])
-        "#,
-    )
-});
-
-/// KEYS: sale, buyers. ARGV: user, order. Writes the entry back unless the
-/// user has one, and only while the sale is in Redis.
-static RESTORE_BUYER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-        return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
-        "#,
-    )
-});
-
-/// KEYS: sale. ARGV: delta. An increment, never a write (see `plan`); never
-/// creates a hash that lost its other fields.
-static ADJUST_STOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-        return redis.call('HINCRBY', KEYS[1], 'stock', ARGV[1])
+        if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+        if (redis.call('HGET', KEYS[1], 'version') or '0') ~= ARGV[1] then return {-2} end
+        local i = 2
+        local released, removed, restored = 0, 0, 0
+        local n = tonumber(ARGV[i]); i = i + 1
+        for _ = 1, n do
+          if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
+            redis.call('HDEL', KEYS[2], ARGV[i])
+            redis.call('HINCRBY', KEYS[1], 'stock', ARGV[i + 2])
+            released = released + 1
+          end
+          i = i + 3
+        end
+        n = tonumber(ARGV[i]); i = i + 1
+        for _ = 1, n do
+          if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
+            redis.call('HDEL', KEYS[2], ARGV[i])
+            removed = removed + 1
+          end
+          i = i + 2
+        end
+        n = tonumber(ARGV[i]); i = i + 1
+        for _ = 1, n do
+          restored = restored + redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+          i = i + 2
+        end
+        local delta = tonumber(ARGV[i])
+        if delta ~= 0 then redis.call('HINCRBY', KEYS[1], 'stock', delta) end
+        redis.call('HINCRBY', KEYS[1], 'version', 1)
+        return {1, released, removed, restored}
         "#,
     )
 });
@@ -71,14 +85,21 @@ pub struct SaleReport {
     pub db_stock_remaining: i64,
     pub redis_buyers: usize,
     pub db_reserved: usize,
-    /// Redis buyers without a reservation yet, inside the grace period.
+    /// Redis buyers without a reservation that may still be in flight.
     pub pending_buyers: usize,
-    /// Order ids of Redis buyers removed because no reservation appeared in time.
+    /// Order ids whose units went back in PostgreSQL (cancelled, expired,
+    /// rejected) and were released in Redis by this run.
+    pub buyers_released: Vec<String>,
+    /// Order ids of Redis buyers removed because no reservation appeared
+    /// after the grace period, with the reservation consumer caught up.
     pub orphan_buyers_removed: Vec<String>,
     /// Order ids of reservations written back into the Redis buyers.
     pub buyers_restored: Vec<String>,
     /// Added to the Redis stock (negative: lowered).
     pub stock_adjustment: i64,
+    /// Redis changed while this run looked at it: nothing was applied, the
+    /// next run decides again.
+    pub busy: bool,
 }
 
 impl SaleReport {
@@ -92,9 +113,44 @@ impl SaleReport {
 
     /// Repairs made.
     pub fn changes(&self) -> u64 {
-        let n = self.orphan_buyers_removed.len() + self.buyers_restored.len();
+        let n = self.buyers_released.len()
+            + self.orphan_buyers_removed.len()
+            + self.buyers_restored.len();
         n as u64 + u64::from(self.stock_adjustment != 0) + u64::from(self.rewarmed)
     }
+}
+
+/// When this reconciler first saw each unresolved Redis buyer, per sale: a
+/// buyer is overdue after the grace period by this clock, whatever the
+/// clock of the gateway that minted its order id says.
+#[derive(Default)]
+pub struct FirstSeen(Mutex<HashMap<SaleId, HashMap<String, Instant>>>);
+
+impl FirstSeen {
+    /// Remembers `unresolved` (forgetting the sale's other buyers) and
+    /// returns those seen for at least `grace`.
+    fn overdue(&self, sale: &SaleId, unresolved: &[&String], grace: Duration) -> HashSet<String> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = all.entry(sale.clone()).or_default();
+        let now = Instant::now();
+        let keep: HashSet<&String> = unresolved.iter().copied().collect();
+        seen.retain(|order, _| keep.contains(order));
+        unresolved
+            .iter()
+            .filter(|order| {
+                let since = *seen.entry((**order).clone()).or_insert(now);
+                now.duration_since(since) >= grace
+            })
+            .map(|order| (*order).clone())
+            .collect()
+    }
+}
+
+/// What judging a sale needs besides its two stores.
+pub struct Judge<'a> {
+    pub grace: Duration,
+    pub first_seen: &'a FirstSeen,
+    pub catch_up: &'a Arc<CatchUp>,
 }
 
 /// `None` when the sale vanished from Redis or PostgreSQL meanwhile.
@@ -102,35 +158,47 @@ pub async fn reconcile(
     db: &DatabaseConnection,
     redis: &ConnectionManager,
     id: &SaleId,
-    grace: chrono::Duration,
+    judge: &Judge<'_>,
 ) -> Result<Option<SaleReport>, ReconcileError> {
     let keys = SaleKeys::new(id);
     let mut con = redis.clone();
-    // Redis first: a reservation applied between the two snapshots is then
-    // seen as settled, never counted twice (see `plan`).
-    let snapshot: Option<(String, Vec<String>)> = SNAPSHOT
+    let snapshot: Option<(String, String, Vec<String>)> = SNAPSHOT
         .key(&keys.sale)
         .key(&keys.buyers)
         .invoke_async(&mut con)
         .await?;
-    let Some((stock, flat)) = snapshot else {
+    let Some((stock, version, flat)) = snapshot else {
         return Ok(None);
     };
     let redis_buyers: Vec<(String, String)> = flat
         .chunks_exact(2)
         .map(|kv| (kv[0].clone(), kv[1].clone()))
         .collect();
-    let Some((db_remaining, per_user_limit, db_reserved)) = db_snapshot(db, id).await? else {
+    let orders: Vec<String> = redis_buyers.iter().map(|(_, o)| o.clone()).collect();
+    let Some(mut seen) = observe(db, id, &orders).await? else {
         return Ok(None);
     };
-    let seen = Observed {
-        redis_stock: stock.parse().unwrap_or(0),
-        redis_buyers,
-        db_remaining,
-        db_reserved,
-        per_user_limit,
-    };
-    let todo = plan(&seen, Utc::now(), grace);
+    seen.redis_stock = stock.parse().unwrap_or(0);
+    seen.redis_buyers = redis_buyers;
+    let unresolved: Vec<&String> = orders
+        .iter()
+        .filter(|o| !seen.db_reserved.contains_key(*o) && !seen.db_settled.contains_key(*o))
+        .collect();
+    seen.overdue = judge.first_seen.overdue(id, &unresolved, judge.grace);
+    let mut todo = plan(&seen);
+    if todo.needs_catch_up && caught_up(judge.catch_up).await {
+        // Everything produced until now is applied: read the database again
+        // (after the check), and what still has no row never will.
+        let Some(mut again) = observe(db, id, &orders).await? else {
+            return Ok(None);
+        };
+        again.redis_stock = seen.redis_stock;
+        again.redis_buyers = std::mem::take(&mut seen.redis_buyers);
+        again.overdue = std::mem::take(&mut seen.overdue);
+        again.caught_up = true;
+        seen = again;
+        todo = plan(&seen);
+    }
 
     let mut report = SaleReport {
         sale_id: id.to_string(),
@@ -141,59 +209,66 @@ pub async fn reconcile(
         pending_buyers: todo.pending,
         ..SaleReport::default()
     };
+    if todo.is_empty() {
+        return Ok(Some(report));
+    }
+    let mut apply = APPLY.prepare_invoke();
+    apply.key(&keys.sale).key(&keys.buyers).arg(&version);
+    apply.arg(todo.releases.len());
+    for (user, order, units) in &todo.releases {
+        apply.arg(user).arg(order).arg(units);
+    }
+    apply.arg(todo.orphans.len());
     for (user, order) in &todo.orphans {
-        let removed: i64 = REMOVE_BUYER
-            .key(&keys.buyers)
-            .arg(user)
-            .arg(order)
-            .invoke_async(&mut con)
-            .await?;
-        if removed == 1 {
-            report.orphan_buyers_removed.push(order.clone());
-        }
+        apply.arg(user).arg(order);
     }
+    apply.arg(todo.restore.len());
     for (user, order) in &todo.restore {
-        let written: i64 = RESTORE_BUYER
-            .key(&keys.sale)
-            .key(&keys.buyers)
-            .arg(user)
-            .arg(order)
-            .invoke_async(&mut con)
-            .await?;
-        if written == 1 {
-            report.buyers_restored.push(order.clone());
-        }
+        apply.arg(user).arg(order);
     }
-    if todo.stock_delta != 0 {
-        let after: Option<i64> = ADJUST_STOCK
-            .key(&keys.sale)
-            .arg(todo.stock_delta)
-            .invoke_async(&mut con)
-            .await?;
-        if after.is_some() {
+    apply.arg(todo.stock_delta);
+    let applied: Vec<i64> = apply.invoke_async(&mut con).await?;
+    match applied.first() {
+        Some(1) => {
+            report.buyers_released = todo.releases.into_iter().map(|(_, o, _)| o).collect();
+            report.orphan_buyers_removed = todo.orphans.into_iter().map(|(_, o)| o).collect();
+            report.buyers_restored = todo.restore.into_iter().map(|(_, o)| o).collect();
             report.stock_adjustment = todo.stock_delta;
         }
+        Some(-2) => report.busy = true,
+        _ => return Ok(None),
     }
     Ok(Some(report))
 }
 
-type DbSnapshot = (i64, i64, HashMap<String, String>);
+async fn caught_up(catch_up: &Arc<CatchUp>) -> bool {
+    let catch_up = catch_up.clone();
+    match tokio::task::spawn_blocking(move || catch_up.caught_up()).await {
+        Ok(Ok(yes)) => yes,
+        other => {
+            tracing::warn!(?other, "cannot tell whether the reservation consumer caught up; no buyer is judged an orphan this round");
+            false
+        }
+    }
+}
 
-/// Remaining stock, per-user limit and reserved order ids -> user ids.
-async fn db_snapshot(
+/// The database's side, from one repeatable-read snapshot.
+async fn observe(
     db: &DatabaseConnection,
     id: &SaleId,
-) -> Result<Option<DbSnapshot>, sea_orm::DbErr> {
-    Ok(persistence::sale_snapshot(db, id)
+    orders: &[String],
+) -> Result<Option<Observed>, sea_orm::DbErr> {
+    Ok(persistence::reconcile_snapshot(db, id, orders)
         .await?
-        .map(|(row, buyers)| {
-            (
-                i64::from(row.stock_remaining),
-                i64::from(row.per_user_limit),
-                buyers
-                    .into_iter()
-                    .map(|(user, order)| (order, user))
-                    .collect(),
-            )
+        .map(|view| Observed {
+            db_remaining: i64::from(view.sale.stock_remaining),
+            per_user_limit: i64::from(view.sale.per_user_limit),
+            db_reserved: view
+                .reserved
+                .into_iter()
+                .map(|(user, order)| (order, user))
+                .collect(),
+            db_settled: view.settled.into_iter().collect(),
+            ..Observed::default()
         }))
 }

@@ -97,14 +97,7 @@ impl Lifecycle {
             ))
             .await?;
 
-        let charged = self
-            .payments
-            .charge(Charge {
-                order_id: &id,
-                amount_cents: order.amount_cents,
-                idempotency_key: key,
-            })
-            .await;
+        let charged = self.payments.charge(&id, order.amount_cents, key).await;
         match charged {
             Ok(reference) => self.settle(&order, key, &reference).await,
             Err(PaymentError::Declined(reason)) => self.decline(&id, key, &reason).await,
@@ -171,14 +164,7 @@ impl Lifecycle {
         let Some(order) = order::Entity::find_by_id(id).one(&self.db).await? else {
             return Ok(false);
         };
-        let charged = self
-            .payments
-            .charge(Charge {
-                order_id: id,
-                amount_cents: order.amount_cents,
-                idempotency_key: key,
-            })
-            .await;
+        let charged = self.payments.charge(id, order.amount_cents, key).await;
         match charged {
             Ok(reference) => {
                 tracing::info!(
