@@ -9,6 +9,7 @@
 //! * [`settings`]: layered, validated configuration (defaults, file, environment).
 //! * [`telemetry`]: JSON logs and OpenTelemetry traces, set up once per process.
 //! * [`http`]: the JSON error shape and the health endpoints.
+//! * [`internal_auth`]: the shared secret that guards the services' internal routes.
 //! * [`request_span`]: the root span of each HTTP request, and which answers are logged.
 //! * [`metrics`]: Prometheus request, consumer and database metrics, and `/metrics`.
 //! * [`shutdown`]: the signal every task watches to stop intake and drain.
@@ -17,6 +18,7 @@ pub mod db;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod internal_auth;
 pub mod kafka;
 pub mod metrics;
 pub mod migration;

@@ -31,6 +31,49 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Serves `/metrics` on its own port when `settings.metrics_port` is set
+/// (one worker; stopped when `shutdown` fires). Returns whether it did, so
+/// that the main server leaves `/metrics` out ([`endpoint_unless`]).
+pub fn serve_apart(
+    settings: &crate::settings::HttpSettings,
+    registry: &Registry,
+    shutdown: &crate::shutdown::Shutdown,
+) -> std::io::Result<bool> {
+    if settings.metrics_port == 0 {
+        return Ok(false);
+    }
+    let listener = std::net::TcpListener::bind((settings.host.as_str(), settings.metrics_port))?;
+    let registry = registry.clone();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .service(endpoint(&registry))
+            .default_service(web::to(crate::http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.wait().await;
+        handle.stop(true).await;
+    });
+    tokio::spawn(server);
+    Ok(true)
+}
+
+/// `/metrics` on the main server, unless it is served apart.
+pub fn endpoint_unless(apart: bool, registry: &Registry) -> impl FnOnce(&mut web::ServiceConfig) {
+    let registry = registry.clone();
+    move |cfg| {
+        if !apart {
+            cfg.service(endpoint(&registry));
+        }
+    }
+}
+
 /// `GET /metrics` for `registry`, to add to an `App` with `.service(...)`.
 pub fn endpoint(registry: &Registry) -> actix_web::Resource {
     web::resource(METRICS_PATH)

@@ -47,6 +47,17 @@ impl Secret {
     }
 }
 
+/// A secret that has no usable default: set, and at least 16 bytes.
+pub fn require_secret(name: &str, secret: &Secret) -> Result<(), SettingsError> {
+    if secret.expose().len() < 16 {
+        return Err(invalid(format!(
+            "{name} must be set to at least 16 bytes (SECKILL_{})",
+            name.to_ascii_uppercase()
+        )));
+    }
+    Ok(())
+}
+
 impl From<&str> for Secret {
     fn from(v: &str) -> Self {
         Self(v.to_owned())
@@ -269,6 +280,11 @@ pub struct HttpSettings {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
+    /// A port of its own for `/metrics` (0: served on `port`, as on a
+    /// developer's machine). In a cluster the network policy then admits
+    /// Prometheus to this port and only the gateway to `port`, where the
+    /// internal routes are.
+    pub metrics_port: u16,
 }
 
 impl HttpSettings {
@@ -278,6 +294,7 @@ impl HttpSettings {
             port,
             workers: 0,
             shutdown_timeout_secs: 10,
+            metrics_port: 0,
         }
     }
 

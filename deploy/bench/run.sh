@@ -96,7 +96,8 @@ mkdir -p "$STATE" "$OUT"
 random_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 SECKILL_JWT_SECRET="$(random_secret)"
 SECKILL_ADMIN_TOKEN="$(random_secret)"
-export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN
+SECKILL_INTERNAL_TOKEN="$(random_secret)"
+export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN SECKILL_INTERNAL_TOKEN
 
 # ------------------------------------------------------------------ build + stack
 if [ -z "${BENCH_BIN:-}" ]; then

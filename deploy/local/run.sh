@@ -7,8 +7,8 @@
 # Redis :6379, PostgreSQL :5432, the Kafka-compatible broker (nisshi, SQLite
 # storage) :9092, then inventory-service :8081, order-service :8082 and the
 # gateway :8080, all on 127.0.0.1. State, logs and pidfiles: .seckill/.
-# SECKILL_JWT_SECRET and SECKILL_ADMIN_TOKEN are taken from the environment,
-# else from .seckill/env, else generated there.
+# SECKILL_JWT_SECRET, SECKILL_ADMIN_TOKEN and SECKILL_INTERNAL_TOKEN are taken
+# from the environment, else from .seckill/env, else generated there.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -41,15 +41,17 @@ random_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 saved() { [ -f "$STATE/env" ] && (unset "$1"; . "$STATE/env"; printf '%s' "${!1:-}"); }
 SECKILL_JWT_SECRET="${SECKILL_JWT_SECRET:-$(saved SECKILL_JWT_SECRET || true)}"
 SECKILL_ADMIN_TOKEN="${SECKILL_ADMIN_TOKEN:-$(saved SECKILL_ADMIN_TOKEN || true)}"
+SECKILL_INTERNAL_TOKEN="${SECKILL_INTERNAL_TOKEN:-$(saved SECKILL_INTERNAL_TOKEN || true)}"
 : "${SECKILL_JWT_SECRET:=$(random_secret)}"
 : "${SECKILL_ADMIN_TOKEN:=$(random_secret)}"
-export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN
+: "${SECKILL_INTERNAL_TOKEN:=$(random_secret)}"
+export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN SECKILL_INTERNAL_TOKEN
 (
     umask 077
-    printf 'export SECKILL_JWT_SECRET=%q\nexport SECKILL_ADMIN_TOKEN=%q\n' \
-        "$SECKILL_JWT_SECRET" "$SECKILL_ADMIN_TOKEN" >"$STATE/env"
+    printf 'export SECKILL_JWT_SECRET=%q\nexport SECKILL_ADMIN_TOKEN=%q\nexport SECKILL_INTERNAL_TOKEN=%q\n' \
+        "$SECKILL_JWT_SECRET" "$SECKILL_ADMIN_TOKEN" "$SECKILL_INTERNAL_TOKEN" >"$STATE/env"
 )
-log "JWT secret and admin token in use are stored in $STATE/env (mode 600)"
+log "the secrets in use are stored in $STATE/env (mode 600)"
 
 # ------------------------------------------------------------------ data stores
 start_redis 6379 "$STATE"

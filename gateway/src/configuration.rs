@@ -16,6 +16,9 @@ pub struct Settings {
     pub jwt_secret: Secret,
     /// Bearer token for `/api/v1/admin/*` (`SECKILL_ADMIN_TOKEN`).
     pub admin_token: Secret,
+    /// Presented to inventory-service and order-service on `/internal/...`
+    /// (at least 16 bytes; no default: see `seckill_common::internal_auth`).
+    pub internal_token: Secret,
     /// Allowed clock skew for `exp`/`nbf`, in seconds.
     pub jwt_leeway_secs: u64,
     /// Base URL of inventory-service's internal API (sale creation).
@@ -43,9 +46,9 @@ pub struct Settings {
     pub purchase_token_lead_secs: u64,
     /// How long the gateway keeps producing an order whose first produce
     /// had no answer (outcome unknown, 504 `order_outcome_unknown`), until
-    /// the broker acknowledges it. Keep it well under inventory-service's
-    /// `reconcile.grace_ms`, which returns the unit of an order that never
-    /// arrived.
+    /// the broker acknowledges it. This plus `kafka.produce_timeout_ms` is
+    /// inventory-service's `reconcile.gateway_produce_window_ms`, which its
+    /// re-warm delay and orphan grace period must cover.
     pub unknown_outcome_resolve_ms: u64,
     /// Accept the published development secrets (the defaults of
     /// `jwt_secret` and `admin_token`). Off unless set: a deployment that
@@ -90,6 +93,7 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             jwt_secret: Secret::from(DEV_JWT_SECRET),
             admin_token: Secret::from(DEV_ADMIN_TOKEN),
+            internal_token: Secret::from(""),
             jwt_leeway_secs: 5,
             inventory_url: "http://127.0.0.1:8081".into(),
             order_url: "http://127.0.0.1:8082".into(),
@@ -101,7 +105,7 @@ impl Default for Settings {
             request_timeout_ms: 10_000,
             purchase_token_ttl_secs: 30,
             purchase_token_lead_secs: 60,
-            unknown_outcome_resolve_ms: 30_000,
+            unknown_outcome_resolve_ms: 10_000,
             dev_mode: false,
         }
     }
@@ -121,14 +125,6 @@ impl Settings {
         }
         if self.admin_token.expose().len() < 16 {
             return Err(invalid("admin_token must be at least 16 bytes"));
-        }
-        let published = self.jwt_secret.expose() == DEV_JWT_SECRET
-            || self.admin_token.expose() == DEV_ADMIN_TOKEN;
-        if published && !self.dev_mode {
-            return Err(invalid(
-                "jwt_secret and admin_token must be set: the development defaults are \
-                 published (set SECKILL_DEV_MODE=true to use them on a development machine)",
-            ));
         }
         let r = &self.rate_limit;
         if r.global_per_second == 0 || r.per_user_per_second == 0 || r.per_ip_per_second == 0 {
@@ -159,6 +155,22 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// What serving needs besides valid settings (not `migrate`-like
+    /// subcommands): the internal token, and no published secret outside
+    /// dev mode.
+    pub fn check_secrets(&self) -> Result<(), SettingsError> {
+        settings::require_secret("internal_token", &self.internal_token)?;
+        let published = self.jwt_secret.expose() == DEV_JWT_SECRET
+            || self.admin_token.expose() == DEV_ADMIN_TOKEN;
+        if published && !self.dev_mode {
+            return Err(invalid(
+                "jwt_secret and admin_token must be set: the development defaults are \
+                 published (set SECKILL_DEV_MODE=true to use them on a development machine)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `SECKILL_*` variables the gateway reads.
@@ -172,18 +184,27 @@ mod tests {
 
     #[test]
     fn the_published_secrets_are_refused_outside_dev_mode() {
-        let published = Settings::default();
-        assert!(published.validate().is_err());
-        let dev = Settings {
-            dev_mode: true,
+        let with_internal = || Settings {
+            internal_token: Secret::from("an-internal-token-of-length"),
             ..Settings::default()
         };
-        assert!(dev.validate().is_ok());
+        let published = with_internal();
+        assert!(published.validate().is_ok());
+        assert!(published.check_secrets().is_err());
+        assert!(
+            Settings::default().check_secrets().is_err(),
+            "no internal token"
+        );
+        let dev = Settings {
+            dev_mode: true,
+            ..with_internal()
+        };
+        assert!(dev.check_secrets().is_ok());
         let real = Settings {
             jwt_secret: Secret::from("a-real-secret-of-some-length"),
             admin_token: Secret::from("a-real-admin-token-of-length"),
-            ..Settings::default()
+            ..with_internal()
         };
-        assert!(real.validate().is_ok());
+        assert!(real.check_secrets().is_ok());
     }
 }

@@ -31,7 +31,7 @@ use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested};
 use seckill_common::http::ApiError;
 use seckill_common::kafka::ProduceError;
 use seckill_common::retry::Backoff;
-use seckill_common::stock;
+use seckill_common::{redis_conn, stock};
 
 use crate::startup::AppState;
 
@@ -160,9 +160,10 @@ impl Held {
     }
 }
 
-/// Voids the order and returns its units (`stock::void`), retrying briefly;
-/// if Redis stays away, a background task keeps trying for a while, and
-/// reconciliation returns what is left.
+/// Voids the order and returns its units (`stock::void`): one attempt
+/// within the Redis timeout, so the buyer's answer never waits long (Redis
+/// may be the thing that is down); if it fails, a background task keeps
+/// trying with backoff for a while, and reconciliation returns what is left.
 pub async fn undo(state: &AppState, order: &Order<'_>) {
     let held = Held {
         sale: order.sale.clone(),
@@ -170,15 +171,12 @@ pub async fn undo(state: &AppState, order: &Order<'_>) {
         id: order.id.clone(),
         quantity: order.quantity,
     };
-    let now = state
-        .undo_backoff
-        .retry(|| held.void(state.redis.clone()), |_| true);
-    match tokio::time::timeout(Duration::from_secs(3), now).await {
-        Ok(Ok(_)) => {
+    match redis_conn::within(state.redis_timeout, held.void(state.redis.clone())).await {
+        Ok(_) => {
             state.sold_out.clear(order.sale);
             return;
         }
-        other => tracing::warn!(?other, order_id = %order.id,
+        Err(error) => tracing::warn!(%error, order_id = %order.id,
             "could not undo the reservation yet; retrying in the background"),
     }
     let later = Backoff {
@@ -186,10 +184,11 @@ pub async fn undo(state: &AppState, order: &Order<'_>) {
         max: Duration::from_secs(5),
         attempts: 60,
     };
-    let redis = state.redis.clone();
+    let (redis, timeout) = (state.redis.clone(), state.redis_timeout);
     tokio::spawn(
         async move {
-            match later.retry(|| held.void(redis.clone()), |_| true).await {
+            let attempt = || redis_conn::within(timeout, held.void(redis.clone()));
+            match later.retry(attempt, |_| true).await {
                 Ok(_) => tracing::info!(order_id = %held.id, "reservation undone"),
                 Err(error) => tracing::error!(%error, order_id = %held.id,
                     "could not undo the reservation; reconciliation returns it"),

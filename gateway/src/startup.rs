@@ -12,6 +12,7 @@ use redis::aio::ConnectionManager;
 
 use actix_web::http::StatusCode;
 use seckill_common::http::{json_config, path_config, ApiError};
+use seckill_common::internal_auth::InternalToken;
 use seckill_common::kafka::{ensure_topics, EventProducer};
 use seckill_common::metrics::HttpMetrics;
 use seckill_common::retry::Backoff;
@@ -40,7 +41,6 @@ pub struct AppState {
     pub inventory_url: String,
     pub order_url: String,
     pub metrics: Metrics,
-    pub undo_backoff: Backoff,
     pub purchase_tokens: PurchaseTokens,
     /// Bound on one Redis call made while serving a request.
     pub redis_timeout: Duration,
@@ -71,6 +71,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
+        settings.check_secrets()?;
         let startup = Backoff {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(3),
@@ -102,15 +103,13 @@ impl Application {
             topics: settings.kafka.topics(),
             sold_out: SoldOutCache::new(Duration::from_millis(settings.sold_out_cache_ms)),
             limits,
-            upstream: Upstream::new(Duration::from_millis(settings.upstream_timeout_ms))?,
+            upstream: Upstream::new(
+                Duration::from_millis(settings.upstream_timeout_ms),
+                &InternalToken(settings.internal_token.clone()),
+            )?,
             inventory_url: settings.inventory_url.trim_end_matches('/').to_owned(),
             order_url: settings.order_url.trim_end_matches('/').to_owned(),
             metrics,
-            undo_backoff: Backoff {
-                initial: Duration::from_millis(20),
-                max: Duration::from_millis(200),
-                attempts: 4,
-            },
             redis_timeout: Duration::from_millis(settings.redis.response_timeout_ms),
             unknown_outcome_resolve: Duration::from_millis(settings.unknown_outcome_resolve_ms),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
@@ -134,6 +133,9 @@ impl Application {
                 format!("cannot bind {}:{}", settings.http.host, settings.http.port)
             })?;
         let port = listener.local_addr()?.port();
+        let metrics_apart =
+            seckill_common::metrics::serve_apart(&settings.http, &registry, &shutdown)
+                .context("cannot serve metrics on their port")?;
         let max_body = settings.max_body_bytes;
         let request_timeout = Duration::from_millis(settings.request_timeout_ms);
         let server = HttpServer::new(move || {
@@ -193,7 +195,10 @@ impl Application {
                 .app_data(json_config(max_body))
                 .app_data(path_config())
                 .configure(crate::routes::configure)
-                .service(seckill_common::metrics::endpoint(&registry))
+                .configure(seckill_common::metrics::endpoint_unless(
+                    metrics_apart,
+                    &registry,
+                ))
                 .default_service(web::to(seckill_common::http::not_found))
         })
         .listen(listener)?

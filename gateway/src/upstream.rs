@@ -12,6 +12,7 @@ use serde::Serialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use seckill_common::http::ApiError;
+use seckill_common::internal_auth::InternalToken;
 use seckill_common::retry::Backoff;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +98,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// Every call presents `token` (see `seckill_common::internal_auth`).
+    pub fn new(timeout: Duration, token: &InternalToken) -> Result<Self, reqwest::Error> {
+        let mut bearer = reqwest::header::HeaderValue::try_from(token.bearer())
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+        bearer.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
         let client = Client::builder()
+            .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(32)

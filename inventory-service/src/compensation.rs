@@ -6,6 +6,10 @@
 //! quantity, in one transaction and only if the row was still `reserved`: a
 //! redelivered or duplicated event finds it `released` and changes nothing.
 //!
+//! `OrderCreated` and `OrderPaid` only mark the reservation confirmed: the
+//! saga reached order-service, and the sweeper (`crate::sweep`) need not
+//! announce it again.
+//!
 //! Then Redis: [`stock::release`] returns the unit to the gateways and clears
 //! the buyer's purchase record, but only if the buyers hash still names this
 //! order, so that too happens once. It runs for every reservation that *is*
@@ -39,6 +43,10 @@ WITH released AS (
 UPDATE sales s SET stock_remaining = s.stock_remaining + r.quantity
   FROM released r WHERE s.id = r.sale_id"#;
 
+/// Marks reservations whose order order-service has confirmed.
+const CONFIRM: &str = "UPDATE reservations SET confirmed_at = now() \
+     WHERE order_id = ANY($1) AND confirmed_at IS NULL";
+
 const STATUS: &str =
     "SELECT sale_id, user_id, quantity, status FROM reservations WHERE order_id = $1";
 
@@ -70,10 +78,31 @@ impl BatchHandler for CompensationHandler {
                 }
             })
             .collect();
-        if wanted.is_empty() {
+        // The saga reached order-service: the sweeper (`crate::sweep`) leaves
+        // these reservations alone.
+        let confirmed: Vec<String> = batch
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.envelope.event,
+                    Event::OrderCreated(_) | Event::OrderPaid(_)
+                )
+            })
+            .map(|m| m.envelope.event.order_id().to_string())
+            .collect();
+        if wanted.is_empty() && confirmed.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin().await.map_err(HandleError::from)?;
+        if !confirmed.is_empty() {
+            txn.execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                CONFIRM,
+                [confirmed.into()],
+            ))
+            .await
+            .map_err(HandleError::from)?;
+        }
         let mut released = Vec::new();
         for (order, cause, span) in wanted {
             // A child of the message's `kafka.process` span (whose parent came

@@ -22,6 +22,36 @@ pub struct Settings {
     /// holds back (or is held back by) the reservations.
     pub compensation_group: String,
     pub reconcile: ReconcileSettings,
+    pub sweep: SweepSettings,
+    /// The secret the gateway presents on `/internal/...` (at least 16
+    /// bytes; no default: see `seckill_common::internal_auth`).
+    pub internal_token: Secret,
+}
+
+/// The saga sweeper (`crate::sweep`): reservations whose order never appeared.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SweepSettings {
+    /// How often to look.
+    pub interval_ms: u64,
+    /// A reservation unconfirmed for this long is announced again: far
+    /// longer than order-service takes to apply a `StockReserved`.
+    pub after_ms: u64,
+    /// Announcements without a confirmation before its units are given back.
+    pub max_attempts: u32,
+    /// Reservations per round.
+    pub batch: u32,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            after_ms: 120_000,
+            max_attempts: 10,
+            batch: 500,
+        }
+    }
 }
 
 /// The job that compares Redis with PostgreSQL and repairs drift (README,
@@ -31,16 +61,25 @@ pub struct Settings {
 pub struct ReconcileSettings {
     /// Full comparison of every unfinished sale, this often.
     pub interval_ms: u64,
-    /// How long a Redis buyer may go without a reservation in PostgreSQL
-    /// before it counts as orphaned (its order id's UUIDv7 time is the clock):
-    /// longer than any produce plus consumer lag seen in practice.
+    /// How long a Redis buyer without a reservation must have been seen
+    /// (by this service's clock) before it may count as orphaned, and then
+    /// only once the reservation consumer has caught up (`reconcile::plan`).
+    /// At least `gateway_produce_window_ms`; consumer lag does not matter.
     pub grace_ms: u64,
+    /// The longest a gateway may still be producing an order after its
+    /// purchase script ran: the gateways' `kafka.produce_timeout_ms` plus
+    /// their `unknown_outcome_resolve_ms`. The re-warm delay and the grace
+    /// period must cover it.
+    pub gateway_produce_window_ms: u64,
     /// How often to look for sales whose Redis hash is missing (Redis lost it).
     pub rewarm_check_ms: u64,
+    /// Sales that ended less than this long ago are still reconciled (not
+    /// re-warmed): an orphan's unit and order id are settled after the end.
+    pub after_end_ms: u64,
     /// A missing sale is re-warmed no sooner than this after it was found
-    /// missing, and only once the reservation consumer has caught up: longer
-    /// than a produce may take, so every order accepted before the loss is in
-    /// PostgreSQL by then.
+    /// missing, and only once the reservation consumer has caught up: at
+    /// least `gateway_produce_window_ms`, so every order the lost Redis
+    /// accepted has been produced, and is in PostgreSQL by then.
     pub rewarm_delay_ms: u64,
 }
 
@@ -49,8 +88,10 @@ impl Default for ReconcileSettings {
         Self {
             interval_ms: 60_000,
             grace_ms: 60_000,
+            gateway_produce_window_ms: 13_000,
             rewarm_check_ms: 1_000,
-            rewarm_delay_ms: 5_000,
+            after_end_ms: 3_600_000,
+            rewarm_delay_ms: 15_000,
         }
     }
 }
@@ -68,6 +109,8 @@ impl Default for Settings {
             consumer_group: "inventory-service".into(),
             compensation_group: "inventory-service-compensation".into(),
             reconcile: ReconcileSettings::default(),
+            sweep: SweepSettings::default(),
+            internal_token: Secret::from(""),
         }
     }
 }
@@ -77,6 +120,11 @@ impl Settings {
         let s: Self = settings::load()?;
         s.validate()?;
         Ok(s)
+    }
+
+    /// What serving needs besides valid settings (not `migrate`).
+    pub fn check_secrets(&self) -> Result<(), SettingsError> {
+        settings::require_secret("internal_token", &self.internal_token)
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
@@ -98,9 +146,19 @@ impl Settings {
                 "reconcile.interval_ms and reconcile.rewarm_check_ms must be positive",
             ));
         }
-        if r.rewarm_delay_ms < self.kafka.produce_timeout_ms {
+        let w = &self.sweep;
+        if w.interval_ms == 0 || w.after_ms == 0 || w.max_attempts == 0 || w.batch == 0 {
             return Err(settings::invalid(
-                "reconcile.rewarm_delay_ms must be at least kafka.produce_timeout_ms",
+                "sweep.interval_ms, after_ms, max_attempts and batch must be positive",
+            ));
+        }
+        if r.rewarm_delay_ms < r.gateway_produce_window_ms
+            || r.grace_ms < r.gateway_produce_window_ms
+        {
+            return Err(settings::invalid(
+                "reconcile.rewarm_delay_ms and reconcile.grace_ms must be at least \
+                 reconcile.gateway_produce_window_ms (the gateways' produce timeout plus \
+                 their unknown_outcome_resolve_ms)",
             ));
         }
         Ok(())

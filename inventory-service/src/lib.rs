@@ -7,7 +7,8 @@
 //!
 //! The order lifecycle adds two duties: a second consumer returns the stock
 //! of cancelled and expired orders ([`compensation`]), and a periodic job
-//! repairs drift between Redis and PostgreSQL ([`reconcile`]).
+//! repairs drift between Redis and PostgreSQL ([`reconcile`]); a third
+//! drives reservations whose order never appeared to a final state ([`sweep`]).
 pub mod compensation;
 pub mod configuration;
 pub mod consumer;
@@ -18,6 +19,7 @@ pub mod routes;
 pub mod sales;
 pub mod startup;
 pub mod stock_gauge;
+pub mod sweep;
 pub mod warm;
 
 pub use startup::Application;

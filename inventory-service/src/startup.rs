@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
 use seckill_common::consumer::BatchConsumer;
+use seckill_common::internal_auth::{self, InternalToken};
 use seckill_common::kafka::{self, EventProducer};
 use seckill_common::metrics::{self, ConsumerMetrics, DbMetrics, HttpMetrics, Registry};
 use seckill_common::retry::Backoff;
@@ -26,6 +27,7 @@ use crate::persistence;
 use crate::reconcile::{ReconcileMetrics, Reconciler};
 use crate::routes::{self, AppState};
 use crate::stock_gauge::StockGauge;
+use crate::sweep::Sweeper;
 
 /// Admin requests are small; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -45,6 +47,7 @@ pub struct Application {
 impl Application {
     /// Connects to every dependency and starts serving; fails fast if one is missing.
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
+        settings.check_secrets()?;
         let registry = Registry::new();
         let mut db = db::connect(&settings.database)
             .await
@@ -96,7 +99,17 @@ impl Application {
             producer: producer.clone(),
             reconciler: reconciler.clone(),
         };
-        let server = http_server(listener, state, &settings.http, &registry)?;
+        let token = InternalToken(settings.internal_token.clone());
+        let metrics_apart = metrics::serve_apart(&settings.http, &registry, &shutdown)
+            .context("cannot serve metrics on their port")?;
+        let server = http_server(
+            listener,
+            state,
+            &settings.http,
+            token,
+            &registry,
+            metrics_apart,
+        )?;
         let handle = server.handle();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -110,6 +123,15 @@ impl Application {
         let consumer_metrics_for_compensation = consumer_metrics.clone();
         let (db_for_compensation, redis_for_compensation) = (db.clone(), redis.clone());
         StockGauge::new(&registry)?.spawn(db.clone(), shutdown.clone());
+        let sweeper = Sweeper::new(
+            db.clone(),
+            redis.clone(),
+            producer.clone(),
+            topics.clone(),
+            settings.sweep.clone(),
+            &registry,
+        )?;
+        tokio::spawn(sweeper.run(shutdown.clone()));
         let batch = BatchConsumer {
             consumer,
             handler: InventoryHandler {
@@ -200,17 +222,22 @@ fn http_server(
     listener: TcpListener,
     state: AppState,
     settings: &HttpSettings,
+    token: InternalToken,
     registry: &Registry,
+    metrics_apart: bool,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
+    let token = web::Data::new(token);
     let http_metrics = HttpMetrics::new(registry)?;
     let registry = registry.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(internal_auth::require))
             .wrap(seckill_common::request_span::middleware())
             .wrap(http_metrics.clone())
-            .service(metrics::endpoint(&registry))
+            .configure(metrics::endpoint_unless(metrics_apart, &registry))
             .app_data(state.clone())
+            .app_data(token.clone())
             .app_data(http::json_config(MAX_BODY_BYTES))
             .app_data(http::path_config())
             .configure(routes::configure)

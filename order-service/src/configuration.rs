@@ -18,6 +18,9 @@ pub struct Settings {
     pub payment: PaymentSettings,
     pub expiry: ExpirySettings,
     pub outbox: OutboxSettings,
+    /// The secret the gateway presents on `/internal/...` (at least 16
+    /// bytes; no default: see `seckill_common::internal_auth`).
+    pub internal_token: Secret,
 }
 
 /// The payment provider. Only the fake exists (README, "Payment").
@@ -102,6 +105,7 @@ impl Default for Settings {
             payment: PaymentSettings::default(),
             expiry: ExpirySettings::default(),
             outbox: OutboxSettings::default(),
+            internal_token: Secret::from(""),
         }
     }
 }
@@ -111,6 +115,11 @@ impl Settings {
         let s: Self = settings::load()?;
         s.validate()?;
         Ok(s)
+    }
+
+    /// What serving needs besides valid settings (not `migrate`).
+    pub fn check_secrets(&self) -> Result<(), SettingsError> {
+        settings::require_secret("internal_token", &self.internal_token)
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {

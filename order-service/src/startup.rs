@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
 use seckill_common::consumer::BatchConsumer;
+use seckill_common::internal_auth::{self, InternalToken};
 use seckill_common::kafka::{self, EventProducer};
 use seckill_common::metrics::{self, ConsumerMetrics, DbMetrics, HttpMetrics, Registry};
 use seckill_common::retry::Backoff;
@@ -51,6 +52,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
+        settings.check_secrets()?;
         let registry = Registry::new();
         let mut db = until_shutdown(&shutdown, connect(&settings)).await?;
         DbMetrics::new(&registry)?.instrument(&mut db);
@@ -98,7 +100,9 @@ impl Application {
             ),
             lifecycle: lifecycle.clone(),
         };
-        let server = run_server(listener, state, &settings, &registry)?;
+        let metrics_apart = metrics::serve_apart(&settings.http, &registry, &shutdown)
+            .context("cannot serve metrics on their port")?;
+        let server = run_server(listener, state, &settings, &registry, metrics_apart)?;
 
         let topics = settings.kafka.topics();
         let consumer = kafka::consumer(&settings.kafka, &settings.consumer_group)
@@ -226,16 +230,20 @@ fn run_server(
     state: AppState,
     settings: &Settings,
     registry: &Registry,
+    metrics_apart: bool,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
+    let token = web::Data::new(InternalToken(settings.internal_token.clone()));
     let http_metrics = HttpMetrics::new(registry)?;
     let registry = registry.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(internal_auth::require))
             .wrap(seckill_common::request_span::middleware())
             .wrap(http_metrics.clone())
-            .service(metrics::endpoint(&registry))
+            .configure(metrics::endpoint_unless(metrics_apart, &registry))
             .app_data(state.clone())
+            .app_data(token.clone())
             .app_data(http::path_config())
             .app_data(http::json_config(MAX_BODY_BYTES))
             .configure(routes::configure)

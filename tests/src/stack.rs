@@ -14,6 +14,8 @@ use crate::wait::wait_until;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The gateway's secret for the services' `/internal/...` routes.
+pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789";
 
 fn required(var: &str) -> String {
     std::env::var(var)
@@ -151,6 +153,10 @@ impl Stack {
             ("SECKILL_REDIS__URL", redis_url.as_str()),
             ("SECKILL_HTTP__WORKERS", "2"),
             ("SECKILL_HTTP__SHUTDOWN_TIMEOUT_SECS", "5"),
+            ("SECKILL_INTERNAL_TOKEN", INTERNAL_TOKEN),
+            // Tests shorten the re-warm delay and the orphan grace period far
+            // below a real gateway's produce window; they never rely on it.
+            ("SECKILL_RECONCILE__GATEWAY_PRODUCE_WINDOW_MS", "0"),
             ("RUST_LOG", "info"),
         ]
         .into_iter()

@@ -542,3 +542,88 @@ async fn users_cannot_touch_each_others_orders_and_admin_routes_reject_user_toke
     }
     assert_eq!(stack.redis_stock(&sale).await, 4);
 }
+
+/// The services' internal routes take the user id from the request (cancel
+/// anyone's order, create a sale): only the gateway, with the internal
+/// token, may call them. Anything else that reaches the port gets 401, and
+/// with a separate metrics port Prometheus never needs the HTTP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_routes_answer_the_gateway_only() {
+    use seckill_tests::stack::INTERNAL_TOKEN;
+    let stack = Stack::start().await;
+    let sale = stack.active_sale(3).await;
+    let token = stack.token("victim");
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().expect("order id").to_owned();
+
+    let order_routes = [
+        (
+            reqwest::Method::GET,
+            format!("{}/internal/orders?user_id=victim", stack.order_url),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{}/internal/orders/{order}", stack.order_url),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{}/internal/orders/{order}/cancel", stack.order_url),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{}/internal/sales", stack.inventory_url),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{}/internal/sales/{sale}", stack.inventory_url),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{}/internal/reconcile", stack.inventory_url),
+        ),
+    ];
+    for (method, url) in &order_routes {
+        for bearer in [None, Some("not-the-internal-token-at-all")] {
+            let mut request = stack
+                .http
+                .request(method.clone(), url)
+                .json(&json!({"user_id": "victim"}));
+            if let Some(b) = bearer {
+                request = request.bearer_auth(b);
+            }
+            let response = request.send().await.expect("service reachable");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_error(status, &body, 401, "unauthorized");
+        }
+    }
+    // The gateway's own calls carry the token: the order is still there,
+    // not cancelled, and the owner sees it through the gateway.
+    let answer = stack
+        .http
+        .get(format!("{}/internal/orders/{order}", stack.order_url))
+        .bearer_auth(INTERNAL_TOKEN)
+        .send()
+        .await
+        .expect("order-service reachable");
+    assert!(answer.status().is_success() || answer.status().as_u16() == 404);
+    let (status, seen) = stack
+        .get(&format!("/api/v1/orders/{order}"), Some(&token))
+        .await;
+    assert_eq!(status, 200, "{seen}");
+    assert_ne!(seen["status"], "cancelled");
+    // Probes and metrics stay open.
+    for base in [&stack.order_url, &stack.inventory_url] {
+        for path in ["/healthz", "/metrics"] {
+            let status = stack
+                .http
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .expect("reachable")
+                .status();
+            assert!(status.is_success(), "{base}{path}: {status}");
+        }
+    }
+}

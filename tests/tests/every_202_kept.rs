@@ -253,11 +253,12 @@ async fn a_read_only_database_pauses_the_consumer_instead_of_dead_lettering() {
 
 /// Makes the orders database read-only (or writable again) for every
 /// connection order-service opens from now on, and closes the ones it has.
+/// Done from the server's `postgres` database, which stays writable.
 async fn set_read_only(stack: &Stack, on: bool) {
     use sea_orm::ConnectionTrait;
-    let db = &stack.orders_db;
     let name: String = {
-        let row = db
+        let row = stack
+            .orders_db
             .query_one(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Postgres,
                 "SELECT current_database() AS n".to_owned(),
@@ -267,18 +268,24 @@ async fn set_read_only(stack: &Stack, on: bool) {
             .expect("a row");
         row.try_get("", "n").expect("name")
     };
+    let admin_url = std::env::var("SECKILL_TEST_DATABASE_URL").expect("SECKILL_TEST_DATABASE_URL");
+    let admin = sea_orm::Database::connect(&admin_url)
+        .await
+        .expect("postgres");
     let value = if on { "on" } else { "off" };
-    db.execute_unprepared(&format!(
-        "ALTER DATABASE {name} SET default_transaction_read_only = {value}"
-    ))
-    .await
-    .expect("alter database");
-    db.execute_unprepared(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .await
-    .expect("terminate order-service's connections");
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {value}"
+        ))
+        .await
+        .expect("alter database");
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .expect("terminate order-service's connections");
+    let _ = admin.close().await;
 }
 
 /// order-service's `seckill_consumer_events_retried_total`, all topics.
@@ -421,4 +428,218 @@ async fn a_slow_order_is_not_judged_an_orphan_by_its_age() {
 
     wait_order_status(&stack, &token, &first, "created").await;
     assert_invariants(&stack, &sale, &[first]).await;
+}
+
+/// Window 4: Redis comes back with stale data (here: the snapshot it had
+/// before two more purchases, as AOF `everysec` loses its last second or a
+/// lagging replica is promoted). The keys exist, so nothing looked missing
+/// and the two units were sold again. Now inventory-service notices the new
+/// Redis process, fences its sales, and warms them again from PostgreSQL
+/// once the queued orders are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_back_with_stale_data_is_fenced_and_warmed_again() {
+    let mut stack = Stack::start_with(StackOptions {
+        private_redis: true,
+        env: env(&[
+            ("SECKILL_RECONCILE__REWARM_DELAY_MS", "2000"),
+            ("SECKILL_RECONCILE__REWARM_CHECK_MS", "100"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    let sale = stack.active_sale(4).await;
+    let mut accepted = Vec::new();
+    let buy = |user: &'static str| {
+        let token = stack.token(user);
+        let stack = &stack;
+        let sale = sale.clone();
+        async move {
+            let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+            assert_eq!(status, 202, "{body}");
+            let order = body["order_id"].as_str().expect("order id").to_owned();
+            wait_order_status(stack, &token, &order, "created").await;
+            order
+        }
+    };
+    accepted.push(buy("a").await);
+    accepted.push(buy("b").await);
+    // What Redis will come back with: an RDB snapshot taken now.
+    let mut redis = stack.redis().await;
+    let _: () = redis::cmd("SAVE")
+        .query_async(&mut redis)
+        .await
+        .expect("SAVE");
+    accepted.push(buy("c").await);
+    accepted.push(buy("d").await);
+
+    let private = stack.private_redis.as_mut().expect("private redis");
+    private.stop();
+    private.restart().await;
+    let mut redis = stack.redis().await;
+    // The restarted Redis is the stale one: two units that were sold are back.
+    let stale: Option<i64> = redis::cmd("HGET")
+        .arg(format!("seckill:{{{sale}}}:sale"))
+        .arg("stock")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert!(matches!(stale, Some(2) | None), "stale stock {stale:?}");
+    // inventory-service verifies the new process (and fences its sales).
+    wait_until(
+        "inventory-service to verify the new Redis",
+        Duration::from_secs(30),
+        || {
+            let mut redis = redis.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut redis)
+                    .await
+                    .ok()?;
+                let current = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("run_id:"))?
+                    .trim()
+                    .to_owned();
+                let verified: Option<String> = redis::cmd("GET")
+                    .arg("seckill:redis-run-id")
+                    .query_async(&mut redis)
+                    .await
+                    .ok()?;
+                (verified.as_deref() == Some(current.as_str())).then_some(())
+            }
+        },
+    )
+    .await;
+    for user in ["e", "f"] {
+        let token = stack.token(user);
+        let answer = poll_until(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                match stack.purchase(&token, &sale, json!({})).await {
+                    (503, body) => Err((503, body)),
+                    other => Ok(other),
+                }
+            },
+        )
+        .await;
+        let Ok((status, body)) = answer else {
+            panic!("the sale never came back: {answer:?}");
+        };
+        assert_eq!(
+            status, 410,
+            "a unit sold before Redis lost it was sold again: {body}"
+        );
+    }
+    assert_invariants(&stack, &sale, &accepted).await;
+}
+
+/// Window 6, no saga ends half-way: order-service refused a 202 order as if
+/// it were bad data, so it was dead-lettered and the reservation held a unit
+/// for an order nobody could see. Once the cause is gone, the sweeper's
+/// next announcement of `StockReserved` creates the order. (Before, the
+/// unit stayed held for ever and the order never appeared.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_whose_order_never_appeared_gets_its_order() {
+    use sea_orm::ConnectionTrait;
+    let stack = Stack::start_with(StackOptions {
+        env: env(&[
+            ("SECKILL_SWEEP__INTERVAL_MS", "200"),
+            ("SECKILL_SWEEP__AFTER_MS", "1000"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    let sale = stack.active_sale(3).await;
+    stack
+        .orders_db
+        .execute_unprepared(
+            "CREATE FUNCTION refuse_poisoned() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END $$; \
+             CREATE TRIGGER refuse_poisoned BEFORE INSERT ON orders FOR EACH ROW \
+             WHEN (NEW.user_id = 'poisoned') EXECUTE FUNCTION refuse_poisoned();",
+        )
+        .await
+        .expect("trigger");
+    let token = stack.token("poisoned");
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().expect("order id").to_owned();
+    let dead = dead_letters::read(&stack, 1).await;
+    assert!(
+        dead.iter()
+            .any(|d| d.reason().contains("refused by the test")),
+        "the order was dead-lettered"
+    );
+    stack
+        .orders_db
+        .execute_unprepared("DROP TRIGGER refuse_poisoned ON orders")
+        .await
+        .expect("drop trigger");
+
+    wait_order_status(&stack, &token, &order, "created").await;
+    assert_invariants(&stack, &sale, &[order]).await;
+}
+
+/// Window 2, after the end: a unit held by an order that never arrived
+/// (here a buyer entry a gateway left behind) is returned, and the order id
+/// voided, also once the sale has ended, so its owner reads `failed` instead
+/// of `queued` for ever. (Reconciliation used to skip ended sales.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_is_settled_after_the_sale_ended() {
+    use seckill_common::domain::{OrderId, SaleId};
+    let stack = Stack::start_with(StackOptions {
+        env: env(&[
+            ("SECKILL_RECONCILE__GRACE_MS", "300"),
+            ("SECKILL_RECONCILE__INTERVAL_MS", "3600000"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    let ends_at = Utc::now() + chrono::Duration::seconds(2);
+    let sale = stack
+        .create_sale(2, Utc::now() - chrono::Duration::seconds(5), ends_at)
+        .await;
+    let ghost = OrderId::new(&SaleId::parse(&sale).expect("sale id")).to_string();
+    let mut redis = stack.redis().await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("seckill:{{{sale}}}:buyers"))
+        .arg("ghost")
+        .arg(&ghost)
+        .query_async(&mut redis)
+        .await
+        .expect("HSET");
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(format!("seckill:{{{sale}}}:sale"))
+        .arg("stock")
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("HINCRBY");
+    wait_until("the sale to end", Duration::from_secs(10), || async {
+        (Utc::now() > ends_at).then_some(())
+    })
+    .await;
+
+    wait_until(
+        "the orphan to be settled",
+        Duration::from_secs(20),
+        || async {
+            let (_, report) = stack.reconcile().await.expect("reconcile route");
+            let settled = report["sales"].as_array().into_iter().flatten().any(|s| {
+                s["sale_id"] == sale.as_str() && s["orphan_buyers_removed"] == json!([ghost])
+            });
+            settled.then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stack.redis_stock(&sale).await, 2);
+    assert_eq!(stack.redis_buyers(&sale).await, 0);
+    let (status, seen) = order_status(&stack, &stack.token("ghost"), &ghost).await;
+    assert_eq!(
+        (status, seen["status"].as_str()),
+        (200, Some("failed")),
+        "{seen}"
+    );
 }

@@ -666,3 +666,51 @@ async fn malformed_events_are_dead_lettered_and_their_partition_carries_on() {
         "two orders reached inventory-service, one unit came back"
     );
 }
+
+/// The windows of "every 202 is kept" all at once, five times in a row: a
+/// burst during which the gateway's Redis answers too late (the script runs,
+/// its answer is lost), then the broker stalls (orders are stored, their
+/// acknowledgements held), while reconciliation runs every 200 ms. Each
+/// round ends with every invariant: no 202 lost or failed, the two
+/// databases and Redis in agreement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_and_broker_stalls_under_constant_reconciliation_keep_every_202() {
+    let stack = Stack::start_with(StackOptions {
+        gateway_redis_proxy: true,
+        broker_proxy: true,
+        gateway_env: vec![("SECKILL_REDIS__RESPONSE_TIMEOUT_MS".into(), "300".into())],
+        env: [
+            ("SECKILL_RECONCILE__INTERVAL_MS", "200"),
+            ("SECKILL_RECONCILE__GRACE_MS", "3000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let redis = stack.redis_proxy.as_ref().expect("redis proxy");
+    let broker = stack.broker_proxy.as_ref().expect("broker proxy");
+    for round in 0..5 {
+        let sale = stack.active_sale(150).await;
+        let burst = Burst::start(&stack, &sale, &format!("stall{round}"), 300, 100);
+        burst.accepted_at_least(20).await;
+        // The script runs, its answer arrives after the gateway gave up.
+        redis.delay(Duration::from_millis(700));
+        burst.failed_at_least(3).await;
+        redis.pass();
+        // Orders reach the broker; their acknowledgements do not come back.
+        broker.stall();
+        let failed = burst.failed.load(Ordering::SeqCst);
+        burst.failed_at_least(failed + 3).await;
+        broker.pass();
+        let seen = burst.finish().await;
+        assert_eq!(seen.unanswered, 0, "round {round}: {seen:?}");
+        for status in seen.statuses.keys() {
+            assert!(
+                [202, 410, 503, 504].contains(status),
+                "round {round}: {seen:?}"
+            );
+        }
+        assert_invariants(&stack, &sale, &seen.accepted).await;
+    }
+}

@@ -162,19 +162,35 @@ fn check_server(
             "{ctx}: SECKILL_HTTP__HOST must be 0.0.0.0 in a pod (the default is loopback)"
         ));
     }
+    let metrics_port = u64::from(parsed(env, "SECKILL_HTTP__METRICS_PORT", 0u16));
     let ports: Vec<u64> = container["ports"]
         .as_sequence()
         .into_iter()
         .flatten()
         .filter_map(|p| p["containerPort"].as_u64())
         .collect();
-    if ports != [port] {
+    let listens: Vec<u64> = [port, metrics_port]
+        .into_iter()
+        .filter(|p| *p != 0)
+        .collect();
+    if ports != listens {
         p.push(format!(
-            "{ctx}: container ports {ports:?}, but the service listens on {port} only"
+            "{ctx}: container ports {ports:?}, but the service listens on {listens:?}"
         ));
     }
     if resolve_port(container, &Value::from("http")) != Some(port) {
         p.push(format!("{ctx}: no container port named http = {port}"));
+    }
+    // The internal routes share the HTTP port: metrics need a port of their
+    // own, so that the network policy can admit Prometheus without them.
+    if metrics_port == 0 {
+        p.push(format!(
+            "{ctx}: SECKILL_HTTP__METRICS_PORT unset: /metrics would share the HTTP port"
+        ));
+    } else if resolve_port(container, &Value::from("metrics")) != Some(metrics_port) {
+        p.push(format!(
+            "{ctx}: no container port named metrics = {metrics_port}"
+        ));
     }
     for (probe, path) in [
         ("startupProbe", HEALTH_PATH),
@@ -204,11 +220,11 @@ fn check_server(
         annotations["prometheus.io/scrape"].as_str(),
         annotations["prometheus.io/port"].as_str(),
     );
-    if scrape != (Some("true"), Some(port.to_string().as_str()))
+    if scrape != (Some("true"), Some(metrics_port.to_string().as_str()))
         || annotations["prometheus.io/path"].as_str() != Some(METRICS_PATH)
     {
         p.push(format!(
-            "{ctx}: prometheus.io annotations must scrape {METRICS_PATH} on {port}"
+            "{ctx}: prometheus.io annotations must scrape {METRICS_PATH} on {metrics_port}"
         ));
     }
     let drain = parsed(env, "SECKILL_HTTP__SHUTDOWN_TIMEOUT_SECS", s.shutdown_secs);
@@ -302,7 +318,11 @@ fn check(m: &Manifests, external_secrets: &BTreeMap<String, BTreeSet<String>>) -
 }
 
 /// Secret-held settings given a stand-in value when they come from a Secret.
-const OPAQUE_PLACEHOLDER: &[&str] = &["SECKILL_JWT_SECRET", "SECKILL_ADMIN_TOKEN"];
+const OPAQUE_PLACEHOLDER: &[&str] = &[
+    "SECKILL_JWT_SECRET",
+    "SECKILL_ADMIN_TOKEN",
+    "SECKILL_INTERNAL_TOKEN",
+];
 
 /// The settings the service would load from this environment (values from
 /// Secrets are unknown here: a placeholder that is not a published
@@ -550,18 +570,80 @@ fn drift_between_manifests_and_code_is_caught() {
     env.push(serde_norway::from_str("{name: SECKILL_NOT_A_SETTING, value: x}").expect("yaml"));
     env.push(serde_norway::from_str("{name: SECKILL_ADMIN_TOKEN, valueFrom: {secretKeyRef: {name: seckill-secrets, key: typo}}}").expect("yaml"));
     container["readinessProbe"]["httpGet"]["path"] = Value::from("/ready");
-    container["ports"][0]["containerPort"] = Value::from(9090);
+    container["ports"][0]["containerPort"] = Value::from(9191);
 
     let problems = check(&base, &BTreeMap::new()).join("\n");
     for expected in [
         "SECKILL_NOT_A_SETTING is not a setting",
         "key typo, which does not exist",
         "readinessProbe path",
-        "container ports [9090]",
+        "container ports [9191, 9090]",
     ] {
         assert!(
             problems.contains(expected),
             "not caught: {expected}\nproblems:\n{problems}"
         );
     }
+}
+
+/// Does this podSelector (matchLabels, `In` matchExpressions, or `{}`: every
+/// pod) select the pods named `name`?
+fn guards(selector: &Value, name: &str, labels: &Value) -> bool {
+    let empty = selector.as_mapping().is_none_or(|m| m.is_empty());
+    let by_labels = k8s::selects(&selector["matchLabels"], labels);
+    let by_expression = selector["matchExpressions"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e["key"].as_str() == Some("app.kubernetes.io/name")
+                && e["operator"].as_str() == Some("In")
+                && k8s::string_list(&e["values"]).iter().any(|v| v == name)
+        });
+    empty || by_labels || by_expression
+}
+
+/// Only the gateway may reach the services' HTTP port, where the internal
+/// routes are; anyone else (Prometheus) gets the metrics port and no other.
+#[test]
+fn only_the_gateway_reaches_the_internal_routes() {
+    let base = Manifests::base().expect("k8s/base loads");
+    let labels = |name: &str| -> Value {
+        serde_norway::from_str(&format!("app.kubernetes.io/name: {name}")).expect("labels")
+    };
+    let gateway_only: Value =
+        serde_norway::from_str("[{podSelector: {matchLabels: {app.kubernetes.io/name: gateway}}}]")
+            .expect("from");
+    let mut problems = Vec::new();
+    for policy in base.of_kind("NetworkPolicy") {
+        let name = policy["metadata"]["name"].as_str().unwrap_or("?");
+        let selector = &policy["spec"]["podSelector"];
+        let guards_services = ["inventory-service", "order-service"]
+            .iter()
+            .any(|s| guards(selector, s, &labels(s)));
+        if !guards_services {
+            continue;
+        }
+        for rule in policy["spec"]["ingress"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            if rule["from"] == gateway_only {
+                continue;
+            }
+            let ports: Vec<&str> = rule["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].as_str().unwrap_or("?"))
+                .collect();
+            if ports != ["metrics"] {
+                problems.push(format!(
+                    "NetworkPolicy {name} admits more than the gateway to ports {ports:?}"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -25,6 +25,10 @@ pub struct Model {
     /// The event that returned the stock, once [`RELEASED`].
     pub release_cause: Option<String>,
     pub released_at: Option<DateTimeUtc>,
+    /// When order-service confirmed the order (`OrderCreated` or later).
+    pub confirmed_at: Option<DateTimeUtc>,
+    /// How often the saga sweeper announced the reservation again.
+    pub sweeps: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,9 @@ pub mod kind {
     pub const STOCK_LOWERED: &str = "stock_lowered";
     /// A sale missing from Redis was warmed again from PostgreSQL.
     pub const REWARMED: &str = "rewarmed";
+    /// Redis came back as another process (restart, failover): its sales
+    /// were fenced until warmed again (see `reconcile::fence`).
+    pub const FENCED: &str = "redis_fenced";
 }
 
 #[derive(Clone)]
@@ -47,6 +50,11 @@ impl ReconcileMetrics {
 
     pub fn run(&self) {
         self.runs.inc();
+    }
+
+    /// Redis was found restarted and its sales fenced.
+    pub fn fenced(&self) {
+        self.repaired(kind::FENCED, 1);
     }
 
     pub fn repaired(&self, kind: &str, count: u64) {

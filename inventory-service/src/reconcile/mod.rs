@@ -9,11 +9,14 @@
 //!
 //! Redis that lost a sale (restarted empty, key evicted) is handled apart, and
 //! checked for every `reconcile.rewarm_check_ms`: see [`Reconciler::rewarm_missing`].
+//! So is a Redis that came back with stale data ([`fence`]): its sales are
+//! removed and take the same guarded path back.
 //!
 //! One run at a time across all replicas: a transaction-scoped PostgreSQL
 //! advisory lock, because two concurrent stock increments computed from the
 //! same snapshot would both apply.
 mod catch_up;
+mod fence;
 pub mod metrics;
 pub mod plan;
 mod sale;
@@ -153,15 +156,21 @@ impl Reconciler {
         };
         let started_at = Utc::now();
         let mut sales = Vec::new();
-        for id in self.unfinished_sales().await? {
+        let unfinished = self.unfinished_sales().await?;
+        // Sales that ended lately too: a unit held by an order that never
+        // arrived is returned, and its order id voided, after the end as well.
+        for id in self.sales_ended_since(self.settings.after_end_ms).await? {
+            if !unfinished.contains(&id) && self.is_present(&id).await? {
+                let judge = self.judge();
+                if let Some(report) = sale::reconcile(&self.db, &self.redis, &id, &judge).await? {
+                    sales.push(report);
+                }
+            }
+        }
+        for id in unfinished {
             let report = if self.is_present(&id).await? {
                 self.forget_missing(&id);
-                let judge = sale::Judge {
-                    grace: Duration::from_millis(self.settings.grace_ms),
-                    first_seen: &self.first_seen,
-                    catch_up: &self.catch_up,
-                };
-                sale::reconcile(&self.db, &self.redis, &id, &judge).await?
+                sale::reconcile(&self.db, &self.redis, &id, &self.judge()).await?
             } else {
                 self.handle_missing(&id).await?
             };
@@ -188,8 +197,12 @@ impl Reconciler {
     /// then the gateways sell nothing of it: Redis lost the warm marker with
     /// the sale, so they answer 503 (retry), not `sale_not_found`.
     pub async fn rewarm_missing(&self) -> Result<(), ReconcileError> {
+        let unfinished = self.unfinished_sales().await?;
+        if fence::fence_if_restarted(&self.redis, &unfinished).await? {
+            self.metrics.fenced();
+        }
         let mut missing = Vec::new();
-        for id in self.unfinished_sales().await? {
+        for id in unfinished {
             if self.is_present(&id).await? {
                 self.forget_missing(&id);
             } else {
@@ -206,12 +219,19 @@ impl Reconciler {
             return Ok(());
         };
         let mut sales = Vec::new();
+        let mut all_back = true;
         for id in missing {
             if let Some(report) = self.handle_missing(&id).await? {
+                all_back &= report.rewarmed;
                 sales.push(report);
             }
         }
         lock.commit().await?;
+        if all_back {
+            // Say so now rather than at the next check: until then an
+            // unknown sale would still answer 503 instead of 404.
+            seckill_common::stock::mark_warm(&mut self.redis.clone()).await?;
+        }
         let changes = sales.iter().map(SaleReport::changes).sum();
         if changes > 0 {
             self.record(&Report {
@@ -261,6 +281,15 @@ impl Reconciler {
         Ok(Some(report))
     }
 
+    /// What judging a Redis buyer needs (see `sale::Judge`).
+    fn judge(&self) -> sale::Judge<'_> {
+        sale::Judge {
+            grace: Duration::from_millis(self.settings.grace_ms),
+            first_seen: &self.first_seen,
+            catch_up: &self.catch_up,
+        }
+    }
+
     fn forget_missing(&self, id: &SaleId) {
         self.missing_since
             .lock()
@@ -274,10 +303,16 @@ impl Reconciler {
     }
 
     async fn unfinished_sales(&self) -> Result<Vec<SaleId>, DbErr> {
+        self.sales_ended_since(0).await
+    }
+
+    /// Sales that end in the future or ended less than `ms` ago.
+    async fn sales_ended_since(&self, ms: u64) -> Result<Vec<SaleId>, DbErr> {
+        let since = Utc::now() - chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(0));
         let ids: Vec<String> = sale_table::Entity::find()
             .select_only()
             .column(sale_table::Column::Id)
-            .filter(sale_table::Column::EndsAt.gt(Utc::now()))
+            .filter(sale_table::Column::EndsAt.gt(since))
             .into_tuple()
             .all(&self.db)
             .await?;

@@ -27,13 +27,14 @@ static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: sale, buyers. ARGV: version seen by the snapshot; n, then n
+/// KEYS: sale, buyers, voided orders. ARGV: version seen by the snapshot; n, then n
 /// (user, order, units) releases; n, then n (user, order) orphans; n, then
 /// n (user, order) restores; the stock delta. Applies all of it only if the
 /// sale's `version` is still the one the snapshot saw, i.e. no purchase,
 /// release or undo touched the sale since (they all bump it): a change that
 /// landed between the two snapshots aborts the round, and is never counted
-/// twice. Returns {1, released, removed, restored}, {-1} (sale gone) or
+/// twice. A removed orphan's order id is voided (`SaleKeys::void`), so its
+/// owner reads it as failed rather than unknown. Returns {1, released, removed, restored}, {-1} (sale gone) or
 /// {-2} (changed).
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -55,6 +56,7 @@ static APPLY: LazyLock<Script> = LazyLock::new(|| {
         for _ = 1, n do
           if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
             redis.call('HDEL', KEYS[2], ARGV[i])
+            redis.call('HSET', KEYS[3], ARGV[i + 1], '1')
             removed = removed + 1
           end
           i = i + 2
@@ -213,7 +215,11 @@ pub async fn reconcile(
         return Ok(Some(report));
     }
     let mut apply = APPLY.prepare_invoke();
-    apply.key(&keys.sale).key(&keys.buyers).arg(&version);
+    apply
+        .key(&keys.sale)
+        .key(&keys.buyers)
+        .key(&keys.void)
+        .arg(&version);
     apply.arg(todo.releases.len());
     for (user, order, units) in &todo.releases {
         apply.arg(user).arg(order).arg(units);
