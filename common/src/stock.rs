@@ -78,14 +78,16 @@ impl SaleKeys {
 
 /// Returns one reservation: only if the user's entry still names this order,
 /// so a second release of the same order (a redelivery, a retry) is a no-op.
-/// ARGV[4], when given, is the order the user really holds (a rejected
+/// ARGV[4], when not empty, is the order the user really holds (a rejected
 /// duplicate): the entry is pointed at it instead of removed, so the user
-/// stays blocked from buying twice.
+/// stays blocked from buying twice. With a third key (the voided orders),
+/// the order id is voided first: see [`void`].
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+        if #KEYS > 2 then redis.call('HSET', KEYS[3], ARGV[2], '1') end
         if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-        if ARGV[4] and ARGV[4] ~= '' then
+        if ARGV[4] ~= '' then
           redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
         else
           redis.call('HDEL', KEYS[2], ARGV[1])
@@ -122,38 +124,15 @@ pub async fn release_keeping(
     holder: Option<&str>,
 ) -> redis::RedisResult<bool> {
     let keys = SaleKeys::new(sale);
-    let changed: i64 = RELEASE
-        .key(&keys.sale)
-        .key(&keys.buyers)
-        .arg(user.as_str())
-        .arg(order.to_string())
-        .arg(quantity.get())
-        .arg(holder.unwrap_or(""))
-        .invoke_async(redis)
-        .await?;
-    Ok(changed == 1)
+    let mut call = RELEASE.prepare_invoke();
+    call.key(&keys.sale).key(&keys.buyers);
+    run_release(redis, call, user, order, quantity, holder).await
 }
 
 /// Undoes a reservation whose fate the gateway does not know (the script's
 /// answer was lost, or the order was certainly not enqueued): voids the
-/// order id first, then returns the units if the user's entry names it.
-/// Idempotent, and correct whether or not the script ever ran.
-static VOID: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        redis.call('HSET', KEYS[3], ARGV[2], '1')
-        if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-        redis.call('HDEL', KEYS[2], ARGV[1])
-        if redis.call('EXISTS', KEYS[1]) == 1 then
-          redis.call('HINCRBY', KEYS[1], 'stock', ARGV[3])
-          redis.call('HINCRBY', KEYS[1], 'version', 1)
-        end
-        return 1
-        "#,
-    )
-});
-
-/// Voids `order` and returns its units if they were taken (see [`VOID`]).
+/// order id (see [`SaleKeys::void`]), then returns the units if the user's
+/// entry names it. Idempotent, and right whether or not the script ran.
 /// Returns whether units went back.
 pub async fn void(
     redis: &mut ConnectionManager,
@@ -163,13 +142,24 @@ pub async fn void(
     quantity: Quantity,
 ) -> redis::RedisResult<bool> {
     let keys = SaleKeys::new(sale);
-    let changed: i64 = VOID
-        .key(&keys.sale)
-        .key(&keys.buyers)
-        .key(&keys.void)
+    let mut call = RELEASE.prepare_invoke();
+    call.key(&keys.sale).key(&keys.buyers).key(&keys.void);
+    run_release(redis, call, user, order, quantity, None).await
+}
+
+async fn run_release(
+    redis: &mut ConnectionManager,
+    mut call: redis::ScriptInvocation<'_>,
+    user: &UserId,
+    order: &OrderId,
+    quantity: Quantity,
+    holder: Option<&str>,
+) -> redis::RedisResult<bool> {
+    let changed: i64 = call
         .arg(user.as_str())
         .arg(order.to_string())
         .arg(quantity.get())
+        .arg(holder.unwrap_or(""))
         .invoke_async(redis)
         .await?;
     Ok(changed == 1)

@@ -170,3 +170,23 @@ impl Settings {
 pub fn env_var_names() -> Vec<String> {
     settings::env_var_names(&Settings::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The re-warm delay and the orphan grace period must cover the
+    /// gateways' real produce window (produce timeout plus the re-produce
+    /// of unknown outcomes), not this service's own produce timeout.
+    #[test]
+    fn the_rewarm_delay_and_grace_cover_the_gateways_produce_window() {
+        assert!(Settings::default().validate().is_ok());
+        let mut s = Settings::default();
+        s.reconcile.gateway_produce_window_ms = 20_000;
+        assert!(s.validate().is_err(), "15 s delay < 20 s window");
+        s.reconcile.rewarm_delay_ms = 20_000;
+        assert!(s.validate().is_ok());
+        s.reconcile.grace_ms = 19_999;
+        assert!(s.validate().is_err(), "grace < window");
+    }
+}

@@ -16,6 +16,45 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A private Redis, and sales missing from it warmed again within seconds.
+fn quick_rewarm() -> StackOptions {
+    StackOptions {
+        private_redis: true,
+        env: env(&[
+            ("SECKILL_RECONCILE__REWARM_DELAY_MS", "2000"),
+            ("SECKILL_RECONCILE__REWARM_CHECK_MS", "100"),
+        ]),
+        ..StackOptions::default()
+    }
+}
+
+/// Reconciliation only when asked for, with a short grace period.
+fn reconcile_on_demand() -> StackOptions {
+    StackOptions {
+        env: env(&[
+            ("SECKILL_RECONCILE__GRACE_MS", "300"),
+            ("SECKILL_RECONCILE__INTERVAL_MS", "3600000"),
+        ]),
+        ..StackOptions::default()
+    }
+}
+
+/// The first answer to a purchase that is not 503 (the sale being restored).
+async fn purchase_once_back(stack: &Stack, token: &str, sale: &str) -> (u16, Value) {
+    let answer = poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            match stack.purchase(token, sale, json!({})).await {
+                (503, body) => Err((503, body)),
+                other => Ok(other),
+            }
+        },
+    )
+    .await;
+    answer.unwrap_or_else(|last| panic!("the sale never came back: {last:?}"))
+}
+
 /// A sale on now, with a per-user limit.
 async fn sale_with_limit(stack: &Stack, stock: i64, per_user_limit: i64) -> String {
     let now = Utc::now();
@@ -311,15 +350,7 @@ async fn retried(stack: &Stack) -> i64 {
 /// to the queued orders, and later buyers' 202s failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_on_an_empty_redis_waits_for_the_queued_orders() {
-    let mut stack = Stack::start_with(StackOptions {
-        private_redis: true,
-        env: env(&[
-            ("SECKILL_RECONCILE__REWARM_DELAY_MS", "2000"),
-            ("SECKILL_RECONCILE__REWARM_CHECK_MS", "200"),
-        ]),
-        ..StackOptions::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(quick_rewarm()).await;
     let sale = stack.active_sale(5).await;
     stack.inventory.kill();
     let mut accepted = Vec::new();
@@ -342,22 +373,7 @@ async fn starting_on_an_empty_redis_waits_for_the_queued_orders() {
     // Five more buyers for the two units that remain: at most two 202s.
     for i in 0..5 {
         let token = stack.token(&format!("late-{i}"));
-        let answer = poll_until(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || async {
-                let (status, body) = stack.purchase(&token, &sale, json!({})).await;
-                if status == 503 {
-                    Err((status, body))
-                } else {
-                    Ok((status, body))
-                }
-            },
-        )
-        .await;
-        let Ok((status, body)) = answer else {
-            panic!("the sale never came back: {answer:?}");
-        };
+        let (status, body) = purchase_once_back(&stack, &token, &sale).await;
         if status == 202 {
             accepted.push(body["order_id"].as_str().expect("order id").to_owned());
         }
@@ -374,14 +390,7 @@ async fn starting_on_an_empty_redis_waits_for_the_queued_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_order_is_not_judged_an_orphan_by_its_age() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    let stack = Stack::start_with(StackOptions {
-        env: env(&[
-            ("SECKILL_RECONCILE__GRACE_MS", "300"),
-            ("SECKILL_RECONCILE__INTERVAL_MS", "3600000"),
-        ]),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = Stack::start_with(reconcile_on_demand()).await;
     let sale = stack.active_sale(1).await;
     // The consumer cannot apply anything for this sale while the row is locked.
     let lock = stack.inventory_db.begin().await.expect("begin");
@@ -438,15 +447,7 @@ async fn a_slow_order_is_not_judged_an_orphan_by_its_age() {
 /// once the queued orders are applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_back_with_stale_data_is_fenced_and_warmed_again() {
-    let mut stack = Stack::start_with(StackOptions {
-        private_redis: true,
-        env: env(&[
-            ("SECKILL_RECONCILE__REWARM_DELAY_MS", "2000"),
-            ("SECKILL_RECONCILE__REWARM_CHECK_MS", "100"),
-        ]),
-        ..StackOptions::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(quick_rewarm()).await;
     let sale = stack.active_sale(4).await;
     let mut accepted = Vec::new();
     let buy = |user: &'static str| {
@@ -513,20 +514,7 @@ async fn a_redis_back_with_stale_data_is_fenced_and_warmed_again() {
     .await;
     for user in ["e", "f"] {
         let token = stack.token(user);
-        let answer = poll_until(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || async {
-                match stack.purchase(&token, &sale, json!({})).await {
-                    (503, body) => Err((503, body)),
-                    other => Ok(other),
-                }
-            },
-        )
-        .await;
-        let Ok((status, body)) = answer else {
-            panic!("the sale never came back: {answer:?}");
-        };
+        let (status, body) = purchase_once_back(&stack, &token, &sale).await;
         assert_eq!(
             status, 410,
             "a unit sold before Redis lost it was sold again: {body}"
@@ -589,14 +577,7 @@ async fn a_reservation_whose_order_never_appeared_gets_its_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_is_settled_after_the_sale_ended() {
     use seckill_common::domain::{OrderId, SaleId};
-    let stack = Stack::start_with(StackOptions {
-        env: env(&[
-            ("SECKILL_RECONCILE__GRACE_MS", "300"),
-            ("SECKILL_RECONCILE__INTERVAL_MS", "3600000"),
-        ]),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = Stack::start_with(reconcile_on_demand()).await;
     let ends_at = Utc::now() + chrono::Duration::seconds(2);
     let sale = stack
         .create_sale(2, Utc::now() - chrono::Duration::seconds(5), ends_at)

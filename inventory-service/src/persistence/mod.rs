@@ -28,34 +28,14 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 
 /// A sale and its live reservations as `(user id, order id)`, read from one
 /// repeatable-read snapshot, so stock and buyers agree with each other: a
-/// reservation is counted in both or in neither. Used to warm Redis and to
-/// reconcile it.
+/// reservation is counted in both or in neither. Used to warm Redis.
 pub async fn sale_snapshot(
     db: &DatabaseConnection,
     id: &seckill_common::domain::SaleId,
 ) -> Result<Option<(sale::Model, Vec<(String, String)>)>, DbErr> {
-    use sea_orm::{AccessMode, ColumnTrait, EntityTrait, IsolationLevel, QueryFilter, QuerySelect};
-    let txn = db
-        .begin_with_config(
-            Some(IsolationLevel::RepeatableRead),
-            Some(AccessMode::ReadOnly),
-        )
-        .await?;
-    let Some(row) = sale::Entity::find_by_id(id.as_str()).one(&txn).await? else {
-        txn.commit().await?;
-        return Ok(None);
-    };
-    let buyers: Vec<(String, String)> = reservation::Entity::find()
-        .select_only()
-        .column(reservation::Column::UserId)
-        .column(reservation::Column::OrderId)
-        .filter(reservation::Column::SaleId.eq(id.as_str()))
-        .filter(reservation::Column::Status.eq(reservation::RESERVED))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(Some((row, buyers)))
+    Ok(reconcile_snapshot(db, id, &[])
+        .await?
+        .map(|view| (view.sale, view.reserved)))
 }
 
 /// What reconciliation reads of one sale, from one repeatable-read snapshot.
