@@ -72,7 +72,6 @@ pub async fn enqueue(state: &AppState, order: Order<'_>) -> Result<(), ApiError>
     }
     tracing::warn!(%error, order_id = %order.id,
         "the broker's answer did not come; keeping the reservation and producing again");
-    state.metrics.outcome("unknown");
     let resolver = resolve(
         state.producer.clone(),
         state.topics.order_requested.clone(),

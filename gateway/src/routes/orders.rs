@@ -217,7 +217,7 @@ async fn reserve(
         }
         Err(error) => {
             span.record("outcome", "unknown");
-            state.metrics.outcome("script_unknown");
+            state.metrics.outcome("unknown");
             tracing::warn!(%error, order_id = %order, "the purchase script's answer was lost; undoing it");
             let held = Order {
                 sale,
