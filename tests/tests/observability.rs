@@ -997,12 +997,16 @@ const EXPORTED: &[&str] = &[
     "seckill_consumer_events_dead_lettered_total",
     "seckill_db_query_duration_seconds",
     "seckill_sale_stock_remaining",
+    "seckill_reconcile_repairs_total",
+    "seckill_saga_sweeps_total",
 ];
 
 /// Families that have a series only once something went wrong.
 const ONLY_ON_FAILURE: &[&str] = &[
     "seckill_consumer_events_retried_total",
     "seckill_consumer_events_dead_lettered_total",
+    "seckill_reconcile_repairs_total",
+    "seckill_saga_sweeps_total",
 ];
 
 fn family(sample: &str) -> &str {
