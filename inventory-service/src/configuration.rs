@@ -41,6 +41,9 @@ pub struct SweepSettings {
     pub max_attempts: u32,
     /// Reservations per round.
     pub batch: u32,
+    /// order-service's consumer group: abandoning waits until it has seen
+    /// every announcement.
+    pub order_service_group: String,
 }
 
 impl Default for SweepSettings {
@@ -50,6 +53,7 @@ impl Default for SweepSettings {
             after_ms: 120_000,
             max_attempts: 10,
             batch: 500,
+            order_service_group: "order-service".into(),
         }
     }
 }

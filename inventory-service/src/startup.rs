@@ -127,7 +127,8 @@ impl Application {
             db.clone(),
             redis.clone(),
             producer.clone(),
-            topics.clone(),
+            &settings.kafka,
+            &settings.compensation_group,
             settings.sweep.clone(),
             &registry,
         )?;

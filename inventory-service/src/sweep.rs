@@ -12,10 +12,16 @@
 //! (it is idempotent on the order id). After `sweep.max_attempts`
 //! announcements without a confirmation the unit is given back, in
 //! PostgreSQL (`released`, cause `abandoned`) and in Redis, logged at ERROR:
-//! an order that can never be created must not hold stock for ever.
+//! an order that can never be created must not hold stock for ever. But only
+//! once order-service's consumer group has caught up with `inventory-events`
+//! (it has seen the announcements, and not created the order) and this
+//! service's compensation group with `order-events` (no `OrderCreated` for it
+//! is still on its way): an order-service that is merely down or slow never
+//! gets its orders abandoned, it gets them when it comes back.
 //!
 //! Replicas share the work: each round claims its rows with
 //! `FOR UPDATE SKIP LOCKED`.
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -26,11 +32,12 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, Reserved};
 use seckill_common::kafka::EventProducer;
-use seckill_common::settings::Topics;
+use seckill_common::settings::{KafkaSettings, Topics};
 use seckill_common::shutdown::Shutdown;
 use seckill_common::stock;
 
 use crate::configuration::SweepSettings;
+use crate::reconcile::CatchUp;
 
 /// Claims a round of unconfirmed reservations and counts the attempt.
 const CLAIM: &str = r#"
@@ -66,6 +73,10 @@ pub enum SweepError {
     Redis(#[from] redis::RedisError),
     #[error("kafka: {0}")]
     Kafka(#[from] seckill_common::kafka::ProduceError),
+    #[error("kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 pub struct Sweeper {
@@ -74,6 +85,9 @@ pub struct Sweeper {
     pub producer: EventProducer,
     pub topics: Topics,
     pub settings: SweepSettings,
+    /// order-service's group on `inventory-events`, and this service's
+    /// compensation group on `order-events`: both caught up before abandoning.
+    caught_up: [Arc<CatchUp>; 2],
     sweeps: IntCounterVec,
 }
 
@@ -86,14 +100,30 @@ struct Stale {
 }
 
 impl Sweeper {
+    /// `kafka` and `compensation_group` name the groups whose progress
+    /// proves an order is abandoned (see the module docs).
     pub fn new(
         db: DatabaseConnection,
         redis: ConnectionManager,
         producer: EventProducer,
-        topics: Topics,
+        kafka: &KafkaSettings,
+        compensation_group: &str,
         settings: SweepSettings,
         registry: &Registry,
-    ) -> Result<Self, prometheus::Error> {
+    ) -> Result<Self, SweepError> {
+        let topics = kafka.topics();
+        let caught_up = [
+            Arc::new(CatchUp::new(
+                kafka,
+                &settings.order_service_group,
+                &topics.inventory_events,
+            )?),
+            Arc::new(CatchUp::new(
+                kafka,
+                compensation_group,
+                &topics.order_events,
+            )?),
+        ];
         let sweeps = IntCounterVec::new(
             Opts::new(
                 "seckill_saga_sweeps_total",
@@ -108,6 +138,7 @@ impl Sweeper {
             producer,
             topics,
             settings,
+            caught_up,
             sweeps,
         })
     }
@@ -163,10 +194,32 @@ impl Sweeper {
                 "reservation without an order: StockReserved announced again");
             self.sweeps.with_label_values(&["announced"]).inc();
         }
-        for s in &abandon {
-            self.abandon(&s.order).await?;
+        if !abandon.is_empty() {
+            if self.everything_seen().await {
+                for s in &abandon {
+                    self.abandon(&s.order).await?;
+                }
+            } else {
+                tracing::warn!(
+                    orders = abandon.len(),
+                    "reservations without an order, but order-service has not seen everything yet; not abandoning"
+                );
+            }
         }
         Ok(stale.len())
+    }
+
+    /// Both groups have consumed everything produced until now (the
+    /// announcements of the previous rounds included).
+    async fn everything_seen(&self) -> bool {
+        for catch_up in &self.caught_up {
+            let catch_up = catch_up.clone();
+            match tokio::task::spawn_blocking(move || catch_up.caught_up()).await {
+                Ok(Ok(true)) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Gives the units of an order that never appeared back, in PostgreSQL

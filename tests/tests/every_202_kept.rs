@@ -617,3 +617,54 @@ async fn an_orphan_is_settled_after_the_sale_ended() {
         "{seen}"
     );
 }
+
+/// The sweeper never gives up on an order-service that is merely down: it
+/// abandons a reservation only once order-service has seen every
+/// announcement. When order-service comes back, the order is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_waits_for_an_order_service_that_is_down() {
+    let mut stack = Stack::start_with(StackOptions {
+        env: env(&[
+            ("SECKILL_SWEEP__INTERVAL_MS", "200"),
+            ("SECKILL_SWEEP__AFTER_MS", "500"),
+            ("SECKILL_SWEEP__MAX_ATTEMPTS", "1"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    let sale = stack.active_sale(2).await;
+    tokio::task::block_in_place(|| stack.orders.kill());
+    let token = stack.token("patient");
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().expect("order id").to_owned();
+    // Announced again several times, well past `max_attempts`, and never
+    // abandoned (the poll also ends if it was).
+    let sweeps = format!(
+        "SELECT coalesce((SELECT sweeps::bigint FROM reservations WHERE order_id = '{order}'), 0) AS n"
+    );
+    let held = format!(
+        "SELECT count(*) AS n FROM reservations WHERE order_id = '{order}' AND status = 'reserved'"
+    );
+    let released = format!(
+        "SELECT count(*) AS n FROM reservations WHERE order_id = '{order}' AND status = 'released'"
+    );
+    wait_until(
+        "several sweeps, or an abandonment",
+        Duration::from_secs(30),
+        || async {
+            let swept = Stack::count(&stack.inventory_db, &sweeps).await >= 4;
+            let gone = Stack::count(&stack.inventory_db, &released).await > 0;
+            (swept || gone).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        Stack::count(&stack.inventory_db, &held).await,
+        1,
+        "the reservation of an order order-service has not seen was abandoned"
+    );
+    stack.orders.start();
+    wait_order_status(&stack, &token, &order, "created").await;
+    assert_invariants(&stack, &sale, &[order]).await;
+}
