@@ -18,19 +18,27 @@ use crate::settings::Secret;
 /// The path prefix the token guards.
 pub const INTERNAL_PREFIX: &str = "/internal/";
 
-/// The shared secret, as app data of the services that check it.
+/// The shared secret, as app data of the services that check it, held as
+/// the `Authorization` value that carries it (built once, not per request).
 #[derive(Clone)]
-pub struct InternalToken(pub Secret);
+pub struct InternalToken {
+    bearer: Secret,
+}
 
 impl InternalToken {
+    pub fn new(secret: &Secret) -> Self {
+        Self {
+            bearer: Secret::from(format!("Bearer {}", secret.expose()).as_str()),
+        }
+    }
+
     /// The `Authorization` header value that carries it.
-    pub fn bearer(&self) -> String {
-        format!("Bearer {}", self.0.expose())
+    pub fn bearer(&self) -> &str {
+        self.bearer.expose()
     }
 
     fn admits(&self, presented: &[u8]) -> bool {
-        let expected = self.bearer();
-        let expected = expected.as_bytes();
+        let expected = self.bearer().as_bytes();
         // Compared in time independent of where the two differ.
         presented.len() == expected.len()
             && presented
@@ -82,7 +90,7 @@ mod tests {
 
     #[test]
     fn only_the_exact_bearer_is_admitted() {
-        let token = InternalToken(Secret::from("s3cret-internal-token"));
+        let token = InternalToken::new(&Secret::from("s3cret-internal-token"));
         assert!(token.admits(b"Bearer s3cret-internal-token"));
         for wrong in [
             &b"Bearer s3cret-internal-tokeN"[..],

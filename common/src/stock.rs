@@ -165,15 +165,6 @@ async fn run_release(
     Ok(changed == 1)
 }
 
-/// Whether `order` was voided (see [`SaleKeys::void`]).
-pub async fn is_void(redis: &mut ConnectionManager, order: &OrderId) -> redis::RedisResult<bool> {
-    redis::cmd("HEXISTS")
-        .arg(SaleKeys::new(order.sale_id()).void)
-        .arg(order.to_string())
-        .query_async(redis)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

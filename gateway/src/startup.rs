@@ -105,7 +105,7 @@ impl Application {
             limits,
             upstream: Upstream::new(
                 Duration::from_millis(settings.upstream_timeout_ms),
-                &InternalToken(settings.internal_token.clone()),
+                &InternalToken::new(&settings.internal_token),
             )?,
             inventory_url: settings.inventory_url.trim_end_matches('/').to_owned(),
             order_url: settings.order_url.trim_end_matches('/').to_owned(),

@@ -100,7 +100,7 @@ pub struct Upstream {
 impl Upstream {
     /// Every call presents `token` (see `seckill_common::internal_auth`).
     pub fn new(timeout: Duration, token: &InternalToken) -> Result<Self, reqwest::Error> {
-        let mut bearer = reqwest::header::HeaderValue::try_from(token.bearer())
+        let mut bearer = reqwest::header::HeaderValue::from_str(token.bearer())
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
         bearer.set_sensitive(true);
         let headers =

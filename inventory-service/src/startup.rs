@@ -99,7 +99,7 @@ impl Application {
             producer: producer.clone(),
             reconciler: reconciler.clone(),
         };
-        let token = InternalToken(settings.internal_token.clone());
+        let token = InternalToken::new(&settings.internal_token);
         let metrics_apart = metrics::serve_apart(&settings.http, &registry, &shutdown)
             .context("cannot serve metrics on their port")?;
         let server = http_server(

@@ -233,7 +233,7 @@ fn run_server(
     metrics_apart: bool,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
-    let token = web::Data::new(InternalToken(settings.internal_token.clone()));
+    let token = web::Data::new(InternalToken::new(&settings.internal_token));
     let http_metrics = HttpMetrics::new(registry)?;
     let registry = registry.clone();
     let server = HttpServer::new(move || {

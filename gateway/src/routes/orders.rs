@@ -2,7 +2,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use redis::AsyncCommands;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
@@ -254,19 +253,21 @@ pub async fn get_order(
         return Ok(HttpResponse::Ok().json(order));
     }
     let mut redis = state.redis.clone();
-    let holder: Option<String> = redis_conn::within(
+    // Queued while the buyer entry names it; failed if the gateway undid it
+    // (its script's answer was lost, or the broker refused it), so a buyer
+    // told the outcome was unknown learns it. Both in one round trip.
+    let keys = SaleKeys::new(order_id.sale_id());
+    let id = order_id.to_string();
+    let (holder, void): (Option<String>, bool) = redis_conn::within(
         state.redis_timeout,
-        redis.hget(SaleKeys::new(order_id.sale_id()).buyers, user.as_str()),
+        redis::pipe()
+            .hget(&keys.buyers, user.as_str())
+            .hexists(&keys.void, &id)
+            .query_async(&mut redis),
     )
     .await
     .map_err(stock_store_down)?;
-    if holder.as_deref() != Some(order_id.to_string().as_str()) {
-        // An order this gateway undid (its script's answer was lost, or the
-        // broker refused it) has failed: say so rather than "no such order",
-        // so a buyer who was told the outcome was unknown learns it.
-        let void = redis_conn::within(state.redis_timeout, stock::is_void(&mut redis, &order_id))
-            .await
-            .map_err(stock_store_down)?;
+    if holder.as_deref() != Some(id.as_str()) {
         if !void {
             return Err(not_found());
         }

@@ -156,23 +156,19 @@ impl Reconciler {
         };
         let started_at = Utc::now();
         let mut sales = Vec::new();
-        let unfinished = self.unfinished_sales().await?;
-        // Sales that ended lately too: a unit held by an order that never
-        // arrived is returned, and its order id voided, after the end as well.
-        for id in self.sales_ended_since(self.settings.after_end_ms).await? {
-            if !unfinished.contains(&id) && self.is_present(&id).await? {
-                let judge = self.judge();
-                if let Some(report) = sale::reconcile(&self.db, &self.redis, &id, &judge).await? {
-                    sales.push(report);
-                }
-            }
-        }
-        for id in unfinished {
+        // Sales that ended lately are reconciled too (a unit held by an order
+        // that never arrived is returned, and its order id voided, after the
+        // end as well), but only unfinished ones are warmed again.
+        let now = Utc::now();
+        for (id, ends_at) in self.sales_ending_after(self.settings.after_end_ms).await? {
+            let on = ends_at > now;
             let report = if self.is_present(&id).await? {
                 self.forget_missing(&id);
                 sale::reconcile(&self.db, &self.redis, &id, &self.judge()).await?
-            } else {
+            } else if on {
                 self.handle_missing(&id).await?
+            } else {
+                None
             };
             if let Some(report) = report {
                 sales.push(report);
@@ -303,20 +299,29 @@ impl Reconciler {
     }
 
     async fn unfinished_sales(&self) -> Result<Vec<SaleId>, DbErr> {
-        self.sales_ended_since(0).await
+        Ok(self
+            .sales_ending_after(0)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 
-    /// Sales that end in the future or ended less than `ms` ago.
-    async fn sales_ended_since(&self, ms: u64) -> Result<Vec<SaleId>, DbErr> {
+    /// Sales that end in the future or ended less than `ms` ago, with their end.
+    async fn sales_ending_after(&self, ms: u64) -> Result<Vec<(SaleId, DateTime<Utc>)>, DbErr> {
         let since = Utc::now() - chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(0));
-        let ids: Vec<String> = sale_table::Entity::find()
+        let rows: Vec<(String, DateTime<Utc>)> = sale_table::Entity::find()
             .select_only()
             .column(sale_table::Column::Id)
+            .column(sale_table::Column::EndsAt)
             .filter(sale_table::Column::EndsAt.gt(since))
             .into_tuple()
             .all(&self.db)
             .await?;
-        Ok(ids.iter().filter_map(|s| SaleId::parse(s).ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, ends_at)| Some((SaleId::parse(&id).ok()?, ends_at)))
+            .collect())
     }
 
     /// This process's lock, then the cluster-wide one (held by the returned
