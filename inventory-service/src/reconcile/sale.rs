@@ -177,11 +177,14 @@ pub async fn reconcile(
         .map(|kv| (kv[0].clone(), kv[1].clone()))
         .collect();
     let orders: Vec<String> = redis_buyers.iter().map(|(_, o)| o.clone()).collect();
-    let Some(mut seen) = observe(db, id, &orders).await? else {
-        return Ok(None);
+    let mut seen = Observed {
+        redis_stock: stock.parse().unwrap_or(0),
+        redis_buyers,
+        ..Observed::default()
     };
-    seen.redis_stock = stock.parse().unwrap_or(0);
-    seen.redis_buyers = redis_buyers;
+    if !observe(db, id, &orders, &mut seen).await? {
+        return Ok(None);
+    }
     let unresolved: Vec<&String> = orders
         .iter()
         .filter(|o| !seen.db_reserved.contains_key(*o) && !seen.db_settled.contains_key(*o))
@@ -191,14 +194,10 @@ pub async fn reconcile(
     if todo.needs_catch_up && caught_up(judge.catch_up).await {
         // Everything produced until now is applied: read the database again
         // (after the check), and what still has no row never will.
-        let Some(mut again) = observe(db, id, &orders).await? else {
+        if !observe(db, id, &orders, &mut seen).await? {
             return Ok(None);
-        };
-        again.redis_stock = seen.redis_stock;
-        again.redis_buyers = std::mem::take(&mut seen.redis_buyers);
-        again.overdue = std::mem::take(&mut seen.overdue);
-        again.caught_up = true;
-        seen = again;
+        }
+        seen.caught_up = true;
         todo = plan(&seen);
     }
 
@@ -258,23 +257,24 @@ async fn caught_up(catch_up: &Arc<CatchUp>) -> bool {
     }
 }
 
-/// The database's side, from one repeatable-read snapshot.
+/// Fills in the database's side of `seen`, from one repeatable-read
+/// snapshot; `false` when the sale is not in the database.
 async fn observe(
     db: &DatabaseConnection,
     id: &SaleId,
     orders: &[String],
-) -> Result<Option<Observed>, sea_orm::DbErr> {
-    Ok(persistence::reconcile_snapshot(db, id, orders)
-        .await?
-        .map(|view| Observed {
-            db_remaining: i64::from(view.sale.stock_remaining),
-            per_user_limit: i64::from(view.sale.per_user_limit),
-            db_reserved: view
-                .reserved
-                .into_iter()
-                .map(|(user, order)| (order, user))
-                .collect(),
-            db_settled: view.settled.into_iter().collect(),
-            ..Observed::default()
-        }))
+    seen: &mut Observed,
+) -> Result<bool, sea_orm::DbErr> {
+    let Some(view) = persistence::reconcile_snapshot(db, id, orders).await? else {
+        return Ok(false);
+    };
+    seen.db_remaining = i64::from(view.sale.stock_remaining);
+    seen.per_user_limit = i64::from(view.sale.per_user_limit);
+    seen.db_reserved = view
+        .reserved
+        .into_iter()
+        .map(|(user, order)| (order, user))
+        .collect();
+    seen.db_settled = view.settled.into_iter().collect();
+    Ok(true)
 }
