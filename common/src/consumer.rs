@@ -20,10 +20,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::events::Envelope;
-use crate::kafka::{extract_trace_context, EventConsumer, EventProducer};
+use crate::kafka::{extract_trace_context, set_parent, EventConsumer, EventProducer};
 use crate::retry::Backoff;
 use crate::settings::KafkaSettings;
 use crate::shutdown::Shutdown;
@@ -96,11 +95,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
     pub async fn run(self, shutdown: Shutdown) {
         let max = self.settings.batch_max;
         let linger = Duration::from_millis(self.settings.batch_linger_ms);
-        let outage = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-            attempts: u32::MAX,
-        };
+        let outage = Backoff::OUTAGE;
         let mut recv_errors = 0u32;
         while !shutdown.is_triggered() {
             let first = tokio::select! {
@@ -184,7 +179,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                     }
                     tracing::warn!(%error, attempt, "dependency unavailable; pausing this batch and retrying");
                     self.observer.retried(&batch[0].topic);
-                    tokio::time::sleep(self.backoff_outage().delay(attempt)).await;
+                    tokio::time::sleep(Backoff::OUTAGE.delay(attempt)).await;
                     attempt = attempt.saturating_add(1);
                 }
                 Err(HandleError::Permanent(error)) if batch.len() > 1 => {
@@ -213,7 +208,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                         return Outcome::Aborted;
                     }
                     tracing::warn!(%error, "dependency unavailable; retrying");
-                    tokio::time::sleep(self.backoff_outage().delay(outages)).await;
+                    tokio::time::sleep(Backoff::OUTAGE.delay(outages)).await;
                     outages = outages.saturating_add(1);
                 }
                 Err(HandleError::Permanent(error)) => {
@@ -236,14 +231,6 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                     tokio::time::sleep(Backoff::default().delay(failures)).await;
                 }
             }
-        }
-    }
-
-    fn backoff_outage(&self) -> Backoff {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-            attempts: u32::MAX,
         }
     }
 
@@ -311,7 +298,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                 // Never drop silently: keep trying while the broker is away.
                 Err(error) if !shutdown.is_triggered() => {
                     tracing::warn!(%error, "dead-letter produce failed; retrying");
-                    tokio::time::sleep(self.backoff_outage().delay(attempt)).await;
+                    tokio::time::sleep(Backoff::OUTAGE.delay(attempt)).await;
                     attempt = attempt.saturating_add(1);
                 }
                 Err(_) => return Outcome::Aborted,
@@ -374,7 +361,7 @@ fn decode(message: &OwnedMessage) -> Result<Incoming, String> {
         messaging.message.id = tracing::field::Empty,
         error.message = tracing::field::Empty,
     );
-    receive.set_parent(parent.clone());
+    set_parent(&receive, parent.clone());
     let decoded = message
         .payload()
         .ok_or_else(|| "message has no payload".to_owned())
@@ -405,7 +392,7 @@ fn decode(message: &OwnedMessage) -> Result<Incoming, String> {
         messaging.message.id = %envelope.event_id,
         event.type = envelope.event.type_name(),
     );
-    span.set_parent(parent);
+    set_parent(&span, parent);
     Ok(Incoming {
         topic: topic.to_owned(),
         partition: message.partition(),

@@ -308,6 +308,15 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 
 /// The context a stored `traceparent` names: make it the parent of the span
 /// the deferred produce runs in (`span.set_parent(...)`).
+/// Makes `cx` the parent of a span that has not started yet. That can only
+/// fail once the span has started, which would be a bug here: it is logged,
+/// and the span stays a root rather than failing the message.
+pub fn set_parent(span: &tracing::Span, cx: opentelemetry::Context) {
+    if let Err(error) = span.set_parent(cx) {
+        tracing::debug!(?error, "span started before its parent was set");
+    }
+}
+
 pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
     let fields =
         std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
@@ -345,12 +354,12 @@ mod tests {
         );
         assert!(parent.is_sampled());
 
-        let provider = opentelemetry_sdk::trace::TracerProvider::builder().build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         let child = tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("deferred");
-            span.set_parent(cx);
+            set_parent(&span, cx);
             traceparent_of(&span)
         })
         .expect("a traceparent");

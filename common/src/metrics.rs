@@ -443,7 +443,7 @@ mod tests {
         let families = registry.gather();
         let lag = families
             .iter()
-            .find(|f| f.get_name() == "seckill_consumer_lag")
+            .find(|f| f.name() == "seckill_consumer_lag")
             .unwrap();
         assert_eq!(lag.get_metric().len(), 1);
     }

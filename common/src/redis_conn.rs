@@ -7,8 +7,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Connects, with a timeout on connect and on every response, and capped
 /// exponential backoff when the connection has to be re-established: 1 s,
-/// then doubling, at most 2 s apart (redis 0.27 hands `factor` to backon as
-/// the multiplier of a 1 s minimum; `exponent_base` is not used any more).
+/// then doubling, at most 2 s apart.
 ///
 /// Callers that must not wait for a reconnection (anything serving a
 /// request) bound each call with [`within`]: the manager's requests await
@@ -16,11 +15,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(settings.url.expose())?;
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .set_response_timeout(Duration::from_millis(settings.response_timeout_ms))
+        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
         .set_number_of_retries(3)
-        .set_factor(2)
-        .set_max_delay(2_000);
+        .set_min_delay(Duration::from_secs(1))
+        .set_exponent_base(2.0)
+        .set_max_delay(Duration::from_secs(2));
     ConnectionManager::new_with_config(client, config).await
 }
 

@@ -17,14 +17,12 @@
 use std::fmt;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, TracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OtelData;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -49,15 +47,13 @@ pub enum TelemetryError {
 /// Flushes and shuts down the trace pipeline when dropped.
 #[must_use = "dropping the guard shuts tracing down"]
 pub struct TelemetryGuard {
-    provider: TracerProvider,
+    provider: SdkTracerProvider,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        for result in self.provider.force_flush() {
-            if let Err(error) = result {
-                eprintln!("trace flush failed: {error}");
-            }
+        if let Err(error) = self.provider.force_flush() {
+            eprintln!("trace flush failed: {error}");
         }
         if let Err(error) = self.provider.shutdown() {
             eprintln!("trace shutdown failed: {error}");
@@ -89,9 +85,9 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
     Ok(TelemetryGuard { provider })
 }
 
-fn tracer_provider(service_name: &'static str) -> Result<TracerProvider, TelemetryError> {
-    let mut builder = TracerProvider::builder()
-        .with_resource(Resource::new([KeyValue::new("service.name", service_name)]));
+fn tracer_provider(service_name: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service_name).build());
     // An explicit OTEL_TRACES_SAMPLER is the SDK's to read (its default
     // config does); otherwise parent-based with the ratio from the argument.
     if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
@@ -112,7 +108,7 @@ fn tracer_provider(service_name: &'static str) -> Result<TracerProvider, Telemet
             .with_tonic()
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        builder = builder.with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio);
+        builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
 }
@@ -153,18 +149,16 @@ where
         // The event's explicit parent (`parent: &span`) if it has one, else the current span.
         if let Some(span) = ctx.parent_span() {
             line.insert("span".into(), span.name().into());
-            if let Some(otel) = span.extensions().get::<OtelData>() {
-                let parent = otel.parent_cx.span().span_context().clone();
-                let trace_id = if parent.is_valid() {
-                    Some(parent.trace_id())
-                } else {
-                    otel.builder.trace_id
-                };
-                if let Some(trace_id) = trace_id {
-                    line.insert("trace_id".into(), trace_id.to_string().into());
-                }
-                if let Some(span_id) = otel.builder.span_id {
-                    line.insert("span_id".into(), span_id.to_string().into());
+            // No extension lock is held here, as `get_otel_context` requires.
+            let otel = tracing::dispatcher::get_default(|dispatch| {
+                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            });
+            if let Some(cx) = otel {
+                let span = cx.span();
+                let ids = span.span_context();
+                if ids.is_valid() {
+                    line.insert("trace_id".into(), ids.trace_id().to_string().into());
+                    line.insert("span_id".into(), ids.span_id().to_string().into());
                 }
             }
         }

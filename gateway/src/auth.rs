@@ -31,17 +31,18 @@ pub struct JwtKeys {
 }
 
 impl JwtKeys {
-    pub fn new(secret: &Secret, leeway_secs: u64) -> Self {
+    /// Fails only for an empty secret, which the settings refuse first.
+    pub fn new(secret: &Secret, leeway_secs: u64) -> Result<Self, jsonwebtoken::errors::Error> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self {
-            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
-            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
+        Ok(Self {
+            decoding: DecodingKey::from_secret(secret.expose().as_bytes())?,
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes())?,
             validation,
-        }
+        })
     }
 
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
@@ -132,7 +133,7 @@ mod tests {
     use super::*;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(&Secret::from("0123456789abcdef-test"), 0)
+        JwtKeys::new(&Secret::from("0123456789abcdef-test"), 0).unwrap()
     }
 
     #[test]
@@ -146,6 +147,7 @@ mod tests {
     fn rejects_other_secret_expired_and_alg_none() {
         let user = UserId::parse("alice").unwrap();
         let other = JwtKeys::new(&Secret::from("another-secret-of-16b"), 0)
+            .unwrap()
             .mint(&user, 60)
             .unwrap();
         assert!(keys().verify(&other).is_err());
@@ -157,7 +159,7 @@ mod tests {
             nbf: None,
             iat: now - 200,
         };
-        let key = EncodingKey::from_secret(b"0123456789abcdef-test");
+        let key = EncodingKey::from_secret(b"0123456789abcdef-test").unwrap();
         let expired = encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
         assert!(keys().verify(&expired).is_err());
 

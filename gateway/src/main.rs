@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             count,
             ttl_secs,
         } => {
-            let keys = JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs);
+            let keys = JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs)?;
             match (user, user_prefix, count) {
                 (Some(user), _, _) => {
                     let user = UserId::parse(&user)?;

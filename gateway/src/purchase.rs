@@ -83,7 +83,7 @@ impl Decision {
             -9 => Decision::Voided,
             other => {
                 return Err(redis::RedisError::from((
-                    redis::ErrorKind::TypeError,
+                    redis::ErrorKind::UnexpectedReturnType,
                     "unexpected purchase script reply",
                     other.to_string(),
                 )))

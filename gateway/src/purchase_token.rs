@@ -9,7 +9,7 @@
 //! The token is `<expiry unix secs>.<hex HMAC-SHA256>` over a domain-separated
 //! message, keyed with the JWT secret: stateless (no Redis round trip to
 //! check it), and never mistakable for a JWT.
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use seckill_common::domain::{SaleId, UserId};

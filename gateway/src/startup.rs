@@ -125,7 +125,10 @@ impl Application {
             )
             .map_err(anyhow::Error::msg)?,
         });
-        let jwt = web::Data::new(JwtKeys::new(&settings.jwt_secret, settings.jwt_leeway_secs));
+        let jwt = web::Data::new(JwtKeys::new(
+            &settings.jwt_secret,
+            settings.jwt_leeway_secs,
+        )?);
         let admin = web::Data::new(AdminToken(settings.admin_token.clone()));
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))

@@ -23,7 +23,6 @@ use sea_orm::{
 };
 use tokio::sync::Notify;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use seckill_common::events::{Envelope, Event};
 use seckill_common::kafka::{context_from_traceparent, EventProducer};
@@ -75,11 +74,7 @@ pub struct Relay {
 
 impl Relay {
     pub async fn run(self, shutdown: Shutdown) {
-        let outage = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-            attempts: u32::MAX,
-        };
+        let outage = Backoff::OUTAGE;
         let mut failures = 0u32;
         while !shutdown.is_triggered() {
             let pause = match self.publish_batch().await {
@@ -171,7 +166,7 @@ impl Relay {
 fn publish_span(id: i64, key: &str, traceparent: Option<&str>) -> tracing::Span {
     let span = tracing::info_span!("outbox.publish", outbox.id = id, order.id = %key);
     if let Some(traceparent) = traceparent {
-        span.set_parent(context_from_traceparent(traceparent));
+        seckill_common::kafka::set_parent(&span, context_from_traceparent(traceparent));
     }
     span
 }

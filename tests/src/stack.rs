@@ -491,7 +491,7 @@ pub fn token_with(user: &str, ttl_secs: i64, secret: &str) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()).expect("a secret"),
     )
     .expect("token")
 }

@@ -396,7 +396,7 @@ fn jwt(claims: Value, alg: Algorithm) -> String {
     encode(
         &Header::new(alg),
         &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("a secret"),
     )
     .expect("token")
 }

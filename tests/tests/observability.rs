@@ -131,8 +131,7 @@ async fn receiver() -> (Collected, String) {
         .await
         .expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-        .expect("incoming");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let collected = Collected::default();
     let service = TraceServiceServer::new(collected.clone());
     tokio::spawn(

@@ -29,7 +29,7 @@ impl Stats {
     pub fn open(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
         if let ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } =
-            &client.get_connection_info().addr
+            client.get_connection_info().addr()
         {
             loopback_ip(host)?;
         }

@@ -24,7 +24,7 @@ struct Claims<'a> {
 
 /// `Bearer <jwt>` for users `{prefix}0 .. {prefix}{n-1}`.
 pub fn mint_tokens(secret: &str, prefix: &str, n: u64, ttl: Duration) -> Result<Vec<HeaderValue>> {
-    let key = EncodingKey::from_secret(secret.as_bytes());
+    let key = EncodingKey::from_secret(secret.as_bytes())?;
     let header = Header::new(Algorithm::HS256);
     let iat = jsonwebtoken::get_current_timestamp();
     let exp = iat + ttl.as_secs();
@@ -107,7 +107,7 @@ mod tests {
         let raw = tokens[2].to_str().unwrap().strip_prefix("Bearer ").unwrap();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let key = DecodingKey::from_secret(b"0123456789abcdef-secret");
+        let key = DecodingKey::from_secret(b"0123456789abcdef-secret").unwrap();
         let claims = decode::<Decoded>(raw, &key, &validation).unwrap().claims;
         assert_eq!(claims.sub, "u-2");
         assert_eq!(claims.exp, claims.iat + 60);

@@ -85,7 +85,7 @@ pub async fn purchase_token(
     state.limits.check_user(&user)?;
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
     let mut redis = state.redis.clone();
-    let window = redis.hget(
+    let window = redis.hmget(
         SaleKeys::new(&sale).sale,
         &[field::STARTS_AT, field::ENDS_AT],
     );
