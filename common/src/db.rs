@@ -22,6 +22,24 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     Database::connect(options).await
 }
 
+/// Applies `M`'s migrations under a PostgreSQL advisory lock held for one
+/// transaction, so replicas starting together migrate one after the other
+/// and the later ones find nothing to do. Waiting for another replica may
+/// outlast the pool's `statement_timeout`: this transaction has its own.
+pub async fn migrate_locked<M: sea_orm_migration::MigratorTrait>(
+    db: &DatabaseConnection,
+    lock_key: i64,
+) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
+    let txn = db.begin().await?;
+    txn.execute_unprepared("SET LOCAL statement_timeout = '120s'")
+        .await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({lock_key})"))
+        .await?;
+    M::up(&txn, None).await?;
+    txn.commit().await
+}
+
 /// True when the database answers `SELECT 1` in time.
 pub async fn is_reachable(db: &DatabaseConnection, timeout: Duration) -> bool {
     matches!(

@@ -15,6 +15,8 @@ pub enum DomainError {
     InvalidOrderId,
     #[error("quantity must be between 1 and {max}")]
     InvalidQuantity { max: u32 },
+    #[error("the idempotency key must be 1-128 printable ASCII characters")]
+    InvalidIdempotencyKey,
 }
 
 /// A sale identifier. Restricted to a URL- and Redis-key-safe alphabet so it
@@ -64,6 +66,30 @@ impl UserId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A client's key for one payment attempt (the `Idempotency-Key` header):
+/// a repeat with the same key gets the first attempt's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok = (1..=128).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| Self(raw.to_owned()))
+            .ok_or(DomainError::InvalidIdempotencyKey)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -153,6 +179,7 @@ macro_rules! string_conversions {
 string_conversions!(SaleId);
 string_conversions!(UserId);
 string_conversions!(OrderId);
+string_conversions!(IdempotencyKey);
 
 /// Maps keyed by `SaleId` can be queried with a `&str`: the derived `Hash`
 /// and `Eq` are those of the inner string, as `Borrow` requires.
@@ -192,6 +219,15 @@ impl From<Quantity> for u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_bounded_printable_ascii() {
+        assert!(IdempotencyKey::parse("a").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(128)).is_ok());
+        for bad in ["", " ", "a b", "ключ", &"k".repeat(129)] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn sale_id_accepts_safe_alphabet_only() {

@@ -126,7 +126,53 @@ pub struct Paid {
 pub struct Rejection {
     #[serde(flatten)]
     pub order: OrderRef,
-    pub reason: String,
+    pub reason: RejectReason,
+}
+
+/// Why an order was refused: in events, and in both databases' `reason`
+/// columns, as its snake_case name. A name this version does not know (sent
+/// by a newer producer) reads as `Rejected` instead of failing the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The sale is not in inventory-service's database.
+    SaleNotFound,
+    /// Redis let the order through, but the authoritative stock cannot cover it.
+    InsufficientStock,
+    /// The user already holds a live order in this sale under another order id.
+    DuplicateBuyer,
+    /// Refused, for a reason not named above.
+    #[serde(other)]
+    Rejected,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SaleNotFound => "sale_not_found",
+            Self::InsufficientStock => "insufficient_stock",
+            Self::DuplicateBuyer => "duplicate_buyer",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// From a stored `reason` column.
+    pub fn from_stored(stored: &str) -> Self {
+        [
+            Self::SaleNotFound,
+            Self::InsufficientStock,
+            Self::DuplicateBuyer,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == stored)
+        .unwrap_or(Self::Rejected)
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Envelope {

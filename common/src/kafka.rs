@@ -6,7 +6,7 @@ use std::time::Duration;
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -17,7 +17,6 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::events::Envelope;
-use crate::metrics::LagSink;
 use crate::settings::KafkaSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -176,22 +175,32 @@ const STATISTICS_INTERVAL_MS: &str = "5000";
 /// The consumer every service runs (see [`consumer`]).
 pub type EventConsumer = StreamConsumer<ConsumerStats>;
 
-/// Receives librdkafka's periodic statistics; reports consumer lag once a
-/// service asks for it with `metrics::ConsumerMetrics::watch_lag`.
+/// Where a consumer's periodic statistics go (the metrics' lag gauge). A
+/// trait here, so that this module does not depend on the metrics.
+pub trait StatsSink: Send + Sync {
+    fn record(&self, statistics: &Statistics);
+}
+
+/// Receives librdkafka's periodic statistics, and hands them to the sink a
+/// service set (`metrics::ConsumerMetrics::watch_lag`), if any.
 #[derive(Default)]
 pub struct ConsumerStats {
-    lag: LagSink,
+    sink: std::sync::OnceLock<Box<dyn StatsSink>>,
 }
 
 impl ConsumerStats {
-    pub(crate) fn report_lag_to(&self, gauge: prometheus::IntGaugeVec) {
-        self.lag.set(gauge);
+    pub fn report_to(&self, sink: impl StatsSink + 'static) {
+        if self.sink.set(Box::new(sink)).is_err() {
+            tracing::debug!("this consumer's statistics already have a sink");
+        }
     }
 }
 
 impl ClientContext for ConsumerStats {
     fn stats(&self, statistics: Statistics) {
-        self.lag.record(&statistics);
+        if let Some(sink) = self.sink.get() {
+            sink.record(&statistics);
+        }
     }
 }
 
@@ -321,16 +330,6 @@ pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
     let fields =
         std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&fields))
-}
-
-/// Subscribed consumers expose which partitions they own; used in readiness.
-pub fn is_consumer_reachable<C: ConsumerContext + 'static>(
-    consumer: &StreamConsumer<C>,
-    timeout: Duration,
-) -> bool {
-    consumer
-        .fetch_metadata(None, Timeout::After(timeout))
-        .is_ok()
 }
 
 #[cfg(test)]

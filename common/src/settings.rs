@@ -4,7 +4,6 @@
 //!
 //! `SECKILL_<FIELD>` for top-level fields, `SECKILL_<SECTION>__<FIELD>` for
 //! nested ones (e.g. `SECKILL_KAFKA__BROKERS`). `SECKILL_CONFIG` names the file.
-use std::time::Duration;
 
 use std::fmt;
 
@@ -104,11 +103,6 @@ pub fn env_var_names<T: Serialize>(defaults: &T) -> Vec<String> {
 
 pub fn invalid(msg: impl Into<String>) -> SettingsError {
     SettingsError::Invalid(msg.into())
-}
-
-/// Durations in settings are whole milliseconds: unambiguous in an env var.
-pub fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

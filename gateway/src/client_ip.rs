@@ -13,8 +13,24 @@ use ipnet::IpNet;
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 
-#[derive(Debug, Default, Clone)]
+/// Parsed once, with the settings (`SECKILL_RATE_LIMIT__TRUSTED_PROXIES`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TrustedProxies(Vec<IpNet>);
+
+impl TryFrom<String> for TrustedProxies {
+    type Error = String;
+    fn try_from(list: String) -> Result<Self, Self::Error> {
+        Self::parse(&list)
+    }
+}
+
+impl From<TrustedProxies> for String {
+    fn from(proxies: TrustedProxies) -> String {
+        let nets: Vec<String> = proxies.0.iter().map(IpNet::to_string).collect();
+        nets.join(",")
+    }
+}
 
 impl TrustedProxies {
     /// A comma-separated list of addresses and CIDR ranges; empty trusts no one.

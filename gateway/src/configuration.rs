@@ -6,6 +6,8 @@ use seckill_common::settings::{
     self, invalid, HttpSettings, KafkaSettings, RedisSettings, Secret, SettingsError,
 };
 
+use crate::client_ip::TrustedProxies;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Settings {
@@ -71,7 +73,7 @@ pub struct RateLimitSettings {
     /// Comma-separated addresses or CIDR ranges of the proxies in front of
     /// the gateway (ingress controller, load balancer), whose
     /// `X-Forwarded-For` names the client. Empty: the TCP peer is the client.
-    pub trusted_proxies: String,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for RateLimitSettings {
@@ -80,7 +82,7 @@ impl Default for RateLimitSettings {
             global_per_second: 50_000,
             per_user_per_second: 20,
             per_ip_per_second: 2_000,
-            trusted_proxies: String::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -130,8 +132,6 @@ impl Settings {
         if r.global_per_second == 0 || r.per_user_per_second == 0 || r.per_ip_per_second == 0 {
             return Err(invalid("rate limits must be positive"));
         }
-        crate::client_ip::TrustedProxies::parse(&r.trusted_proxies)
-            .map_err(|e| invalid(format!("rate_limit.trusted_proxies: {e}")))?;
         if self.max_body_bytes == 0 || self.max_in_flight == 0 {
             return Err(invalid("max_body_bytes and max_in_flight must be positive"));
         }

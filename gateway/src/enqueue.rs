@@ -24,7 +24,6 @@ use actix_web::http::StatusCode;
 use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use redis::aio::ConnectionManager;
-use tracing::Instrument;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested};
@@ -33,7 +32,7 @@ use seckill_common::kafka::ProduceError;
 use seckill_common::retry::Backoff;
 use seckill_common::{redis_conn, stock};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The purchase as the consumers will see it.
 pub struct Order<'a> {
@@ -79,7 +78,7 @@ pub async fn enqueue(state: &AppState, order: Order<'_>) -> Result<(), ApiError>
         envelope,
         state.unknown_outcome_resolve,
     );
-    tokio::spawn(resolver.in_current_span());
+    state.tasks.detach(resolver);
     Err(outcome_unknown(order.id))
 }
 
@@ -184,15 +183,12 @@ pub async fn undo(state: &AppState, order: &Order<'_>) {
         attempts: 60,
     };
     let (redis, timeout) = (state.redis.clone(), state.redis_timeout);
-    tokio::spawn(
-        async move {
-            let attempt = || redis_conn::within(timeout, held.void(redis.clone()));
-            match later.retry(attempt, |_| true).await {
-                Ok(_) => tracing::info!(order_id = %held.id, "reservation undone"),
-                Err(error) => tracing::error!(%error, order_id = %held.id,
-                    "could not undo the reservation; reconciliation returns it"),
-            }
+    state.tasks.detach(async move {
+        let attempt = || redis_conn::within(timeout, held.void(redis.clone()));
+        match later.retry(attempt, |_| true).await {
+            Ok(_) => tracing::info!(order_id = %held.id, "reservation undone"),
+            Err(error) => tracing::error!(%error, order_id = %held.id,
+                "could not undo the reservation; reconciliation returns it"),
         }
-        .in_current_span(),
-    );
+    });
 }

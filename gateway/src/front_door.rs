@@ -20,33 +20,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
 use actix_web::http::{ConnectionType, Method};
 use actix_web::middleware::Next;
-use actix_web::web::Bytes;
 use actix_web::{web, Error, HttpMessage, HttpResponse};
 use futures::StreamExt;
 
 use seckill_common::domain::SaleId;
-use seckill_common::metrics::{HttpMetrics, RouteMetrics};
 
-use crate::startup::AppState;
-
-/// The purchase route, as the router and the metrics name it.
-pub const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/orders";
-
-/// The answer, rendered once: the same JSON as `sold_out::answer()`.
-pub struct SoldOutAnswer {
-    body: Bytes,
-    requests: RouteMetrics,
-}
-
-impl SoldOutAnswer {
-    pub fn new(http: &HttpMetrics) -> Result<Self, prometheus::Error> {
-        let error = crate::sold_out::answer();
-        Ok(Self {
-            body: Bytes::from(error.body().to_string()),
-            requests: http.route(&Method::POST, PURCHASE_ROUTE, error.status.as_u16())?,
-        })
-    }
-}
+use crate::state::AppState;
 
 /// The sale id of a purchase path, found without the router's regex (and
 /// without allocating: this runs for every request).

@@ -7,6 +7,7 @@
 //! before any of that runs.
 pub mod auth;
 pub mod client_ip;
+pub mod clients;
 pub mod configuration;
 pub mod enqueue;
 pub mod fault;
@@ -18,6 +19,7 @@ pub mod purchase_token;
 pub mod routes;
 pub mod sold_out;
 pub mod startup;
+pub mod state;
 pub mod upstream;
 pub mod worker_redis;
 

@@ -1,12 +1,16 @@
 //! Admission control: governor rate limits (global, per client IP, per user)
 //! and a bound on requests in flight, so a burst is refused fast (429/503)
-//! instead of queueing unbounded work.
+//! instead of queueing unbounded work; and the whole-request deadline.
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, Error, ResponseError};
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
@@ -14,9 +18,65 @@ use governor::{NotUntil, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use seckill_common::domain::UserId;
-use seckill_common::http::ApiError;
+use seckill_common::http::{ApiError, HEALTH_PATH, METRICS_PATH, READY_PATH};
 
+use crate::client_ip::TrustedProxies;
 use crate::configuration::RateLimitSettings;
+
+/// What the admission middleware needs, as its own app data.
+pub struct Admission {
+    pub limits: Arc<Limits>,
+    /// Whose `X-Forwarded-For` names the client (see `client_ip`).
+    pub trusted_proxies: TrustedProxies,
+    pub request_timeout: Duration,
+}
+
+/// Health, readiness and metrics: for the platform, not for the crowd.
+/// Never shed: a liveness probe refused in a burst would have Kubernetes
+/// restart a busy gateway.
+fn is_operational(path: &str) -> bool {
+    [HEALTH_PATH, READY_PATH, METRICS_PATH].contains(&path)
+}
+
+/// Admission before any work: the global and per-IP rates, and the
+/// in-flight bound, whose permit lives as long as the request. Then the
+/// request's deadline: a purchase past its script runs in a task of its own
+/// (see `orders::place_order`), so the deadline never strands a reservation.
+pub async fn admit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let admission = match req.app_data::<web::Data<Admission>>() {
+        Some(admission) if !is_operational(req.path()) => admission.clone(),
+        _ => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+    };
+    let peer = req.peer_addr().map(|a| a.ip());
+    let client = admission.trusted_proxies.client(peer, req.headers());
+    let permit = match admission.limits.admit(client) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            let response = refused.error_response();
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    };
+    let answered = tokio::time::timeout(admission.request_timeout, next.call(req)).await;
+    drop(permit);
+    match answered {
+        Ok(response) => response.map(ServiceResponse::map_into_left_body),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took too long",
+        )
+        .with_retry_after(1)
+        .into()),
+    }
+}
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
@@ -86,22 +146,19 @@ impl Limits {
     }
 
     /// Forgets idle keys, so the per-IP and per-user maps do not grow forever.
-    pub fn spawn_housekeeping(self: &Arc<Self>, shutdown: seckill_common::shutdown::Shutdown) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tick.tick() => {
-                        this.per_ip.retain_recent();
-                        this.per_user.retain_recent();
-                        this.per_ip.shrink_to_fit();
-                        this.per_user.shrink_to_fit();
-                    }
+    pub async fn housekeeping(self: Arc<Self>, shutdown: seckill_common::shutdown::Shutdown) {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tick.tick() => {
+                    self.per_ip.retain_recent();
+                    self.per_user.retain_recent();
+                    self.per_ip.shrink_to_fit();
+                    self.per_user.shrink_to_fit();
                 }
             }
-        });
+        }
     }
 }
 

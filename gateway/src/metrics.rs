@@ -1,7 +1,9 @@
 //! The gateway's Prometheus metrics.
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -10,11 +12,13 @@ pub struct Metrics {
     sold_out: IntCounter,
     produce_latency: Histogram,
     produce_errors: IntCounter,
+    /// The purchase script's round trip, by whether its answer came.
+    script_latency: [Histogram; 2],
 }
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        let registry = seckill_common::metrics::registry()?;
         let outcomes = IntCounterVec::new(
             Opts::new(
                 "seckill_purchase_outcomes_total",
@@ -37,13 +41,28 @@ impl Metrics {
         )?;
         registry.register(Box::new(outcomes.clone()))?;
         registry.register(Box::new(produce_latency.clone()))?;
+        let script_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "seckill_redis_script_seconds",
+                "Round trip of the purchase script (EVALSHA), by outcome: answered, or lost (timed out or failed)",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            &["outcome"],
+        )?;
         registry.register(Box::new(produce_errors.clone()))?;
+        registry.register(Box::new(script_latency.clone()))?;
         Ok(Self {
             registry,
             sold_out: outcomes.get_metric_with_label_values(&["sold_out"])?,
             outcomes,
             produce_latency,
             produce_errors,
+            script_latency: [
+                script_latency.get_metric_with_label_values(&["answered"])?,
+                script_latency.get_metric_with_label_values(&["lost"])?,
+            ],
         })
     }
 
@@ -53,6 +72,10 @@ impl Metrics {
 
     pub fn sold_out(&self) {
         self.sold_out.inc();
+    }
+
+    pub fn script(&self, took: Duration, answered: bool) {
+        self.script_latency[usize::from(!answered)].observe(took.as_secs_f64());
     }
 
     pub fn produce(&self, took: Duration, ok: bool) {

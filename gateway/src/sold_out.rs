@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::Bytes;
 
 use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
+use seckill_common::metrics::{HttpMetrics, RouteMetrics};
 
 /// The one answer to a purchase of a sold-out sale, wherever it is decided.
 pub fn answer() -> ApiError {
@@ -57,6 +59,25 @@ impl SoldOutCache {
         if let Ok(mut map) = self.until.write() {
             map.remove(sale);
         }
+    }
+}
+
+/// The purchase route, as the router and the metrics name it.
+pub const PURCHASE_ROUTE: &str = "/api/v1/sales/{sale_id}/orders";
+
+/// The answer, rendered once: the same JSON as `sold_out::answer()`.
+pub struct SoldOutAnswer {
+    pub body: Bytes,
+    pub requests: RouteMetrics,
+}
+
+impl SoldOutAnswer {
+    pub fn new(http: &HttpMetrics) -> Result<Self, prometheus::Error> {
+        let error = answer();
+        Ok(Self {
+            body: Bytes::from(error.body().to_string()),
+            requests: http.route(&Method::POST, PURCHASE_ROUTE, error.status.as_u16())?,
+        })
     }
 }
 

@@ -22,11 +22,15 @@ pub enum UpstreamError {
         service: &'static str,
         source: reqwest::Error,
     },
+    #[error("invalid upstream URL: {0}")]
+    BadUrl(String),
     #[error("{service} answered {status}")]
     Status {
         service: &'static str,
         status: StatusCode,
         body: serde_json::Value,
+        /// The error codes of that service the client may see.
+        passes: &'static [&'static str],
     },
 }
 
@@ -35,6 +39,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Unreachable { .. } => true,
             UpstreamError::Status { status, .. } => status.is_server_error(),
+            UpstreamError::BadUrl(_) => false,
         }
     }
 }
@@ -54,10 +59,19 @@ impl From<UpstreamError> for ApiError {
                     "the payment provider did not answer in time; retry with the same Idempotency-Key",
                 )
             }
-            UpstreamError::Status { status, body, .. } if status.is_client_error() => {
-                // Pass the service's own JSON error through (404 sale_not_found, 409 ...).
-                let code = body["error"]["code"]
-                    .as_str()
+            UpstreamError::Status {
+                status,
+                body,
+                passes,
+                ..
+            } if status.is_client_error() => {
+                // Pass the service's own JSON error through (409 sale_conflict, ...),
+                // if it is one the client may see.
+                let sent = body["error"]["code"].as_str().unwrap_or_default();
+                let code = passes
+                    .iter()
+                    .find(|known| **known == sent)
+                    .copied()
                     .unwrap_or("upstream_rejected");
                 let message = body["error"]["message"]
                     .as_str()
@@ -65,7 +79,7 @@ impl From<UpstreamError> for ApiError {
                     .to_owned();
                 let status = actix_web::http::StatusCode::from_u16(status.as_u16())
                     .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
-                ApiError::new(status, leak_code(code), message)
+                ApiError::new(status, code, message)
             }
             other => {
                 tracing::warn!(error = %other, "upstream call failed");
@@ -75,19 +89,18 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
-/// Error codes are `&'static str`; map the few an upstream may send.
-fn leak_code(code: &str) -> &'static str {
-    match code {
-        "sale_not_found" => "sale_not_found",
-        "order_not_found" => "order_not_found",
-        "sale_conflict" => "sale_conflict",
-        "invalid_sale" => "invalid_sale",
-        "order_not_payable" => "order_not_payable",
-        "order_not_cancellable" => "order_not_cancellable",
-        "payment_declined" => "payment_declined",
-        "invalid_idempotency_key" => "invalid_idempotency_key",
-        "reconcile_busy" => "reconcile_busy",
-        _ => "upstream_rejected",
+/// One internal service: its name (for logs and errors), its base URL, and
+/// the error codes of its own that are passed on to the client.
+#[derive(Clone)]
+pub struct Target {
+    pub name: &'static str,
+    pub base: String,
+    pub passes: &'static [&'static str],
+}
+
+impl Target {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 }
 
@@ -125,12 +138,12 @@ impl Upstream {
     /// caller chose) and decodes the JSON answer. Returns `Ok(None)` on 404.
     pub async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
-        service: &'static str,
+        target: &Target,
         method: Method,
         url: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, UpstreamError> {
-        self.call_with(self.backoff, service, method, url, body)
+        self.call_with(self.backoff, target, method, url, body)
             .await
     }
 
@@ -138,7 +151,7 @@ impl Upstream {
     /// decision (a payment that timed out, an operator's reconciliation).
     pub async fn call_once<B: Serialize, T: DeserializeOwned>(
         &self,
-        service: &'static str,
+        target: &Target,
         method: Method,
         url: &str,
         body: Option<&B>,
@@ -147,17 +160,18 @@ impl Upstream {
             attempts: 1,
             ..self.backoff
         };
-        self.call_with(once, service, method, url, body).await
+        self.call_with(once, target, method, url, body).await
     }
 
     async fn call_with<B: Serialize, T: DeserializeOwned>(
         &self,
         backoff: Backoff,
-        service: &'static str,
+        target: &Target,
         method: Method,
         url: &str,
         body: Option<&B>,
     ) -> Result<Option<T>, UpstreamError> {
+        let (service, passes) = (target.name, target.passes);
         let trace = trace_headers();
         let attempt = || async {
             let mut request = self.client.request(method.clone(), url);
@@ -181,6 +195,7 @@ impl Upstream {
                     service,
                     status,
                     body,
+                    passes,
                 });
             }
             response

@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 
 use seckill_common::redis_conn;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 thread_local! {
     static CONNECTION: RefCell<Option<ConnectionManager>> = const { RefCell::new(None) };

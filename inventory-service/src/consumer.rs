@@ -13,14 +13,14 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
-use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
+use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection, Reserved};
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::Topics;
 use seckill_common::stock;
 
 use crate::persistence;
 use crate::reserve::batch::{self, Fallback};
-use crate::reserve::{reason, reserve, Outcome, ReserveError};
+use crate::reserve::{reserve, Outcome, ReserveError};
 
 pub struct InventoryHandler {
     pub db: DatabaseConnection,
@@ -195,7 +195,7 @@ impl InventoryHandler {
                 }),
                 Outcome::Rejected(reason) => Event::StockRejected(Rejection {
                     order: d.order.clone(),
-                    reason: reason.clone(),
+                    reason: *reason,
                 }),
             };
             let key = d.order.order_id.to_string();
@@ -222,7 +222,7 @@ impl InventoryHandler {
                 let mut redis = self.redis.clone();
                 let o = d.order;
                 let duplicate =
-                    matches!(&d.outcome, Outcome::Rejected(r) if r == reason::DUPLICATE_BUYER);
+                    matches!(d.outcome, Outcome::Rejected(RejectReason::DuplicateBuyer));
                 async move {
                     let holder = match duplicate {
                         true => persistence::reservation::holder(&self.db, &o.sale_id, &o.user_id)

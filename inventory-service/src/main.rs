@@ -4,9 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use inventory_service::configuration::Settings;
-use inventory_service::startup::{self, Application};
+use inventory_service::persistence::{Migrator, MIGRATION_LOCK_KEY};
+use inventory_service::Application;
+use seckill_common::service;
 use seckill_common::shutdown::Shutdown;
-use seckill_common::{db, telemetry};
+use seckill_common::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -31,20 +33,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("inventory-service")?;
     let settings = Settings::load().context("invalid configuration")?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
             Application::build(settings, shutdown)
                 .await?
                 .run_until_stopped()
                 .await
         }
         Command::Migrate => {
-            let db = db::connect(&settings.database)
-                .await
-                .context("cannot connect to PostgreSQL")?;
-            startup::migrate(&db).await?;
+            service::database::<Migrator>(&settings.database, true, MIGRATION_LOCK_KEY, &shutdown)
+                .await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -16,27 +16,17 @@ use sea_orm::{
     Statement, TransactionTrait, Value,
 };
 
-use seckill_common::events::OrderRef;
+use seckill_common::events::{OrderRef, RejectReason};
 
 use crate::persistence::reservation::{self, REJECTED, RELEASED, RESERVED};
 use crate::persistence::sale;
 
 pub mod batch;
 
-/// Why an order was rejected; sent in `StockRejected.reason`.
-pub mod reason {
-    /// The sale is not in the database (never created there).
-    pub const SALE_NOT_FOUND: &str = "sale_not_found";
-    /// Redis let the order through, but the authoritative stock cannot cover it.
-    pub const INSUFFICIENT_STOCK: &str = "insufficient_stock";
-    /// The user already holds a reservation in this sale under another order id.
-    pub const DUPLICATE_BUYER: &str = "duplicate_buyer";
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Reserved(Terms),
-    Rejected(String),
+    Rejected(RejectReason),
 }
 
 /// The sale's payment terms, announced with the reservation so that
@@ -90,10 +80,10 @@ pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outc
                 // No sale row, so no rejected row either (the foreign key
                 // forbids it); a redelivery decides the same way again.
                 Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
-                    Ok(Outcome::Rejected(reason::SALE_NOT_FOUND.into()))
+                    Ok(Outcome::Rejected(RejectReason::SaleNotFound))
                 }
                 Some(SqlErr::UniqueConstraintViolation(_)) => {
-                    reject(txn, order, reason::DUPLICATE_BUYER).await
+                    reject(txn, order, RejectReason::DuplicateBuyer).await
                 }
                 _ => Err(error.into()),
             };
@@ -113,23 +103,23 @@ pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outc
         return Ok(Outcome::Reserved(terms));
     }
     savepoint.rollback().await?;
-    reject(txn, order, reason::INSUFFICIENT_STOCK).await
+    reject(txn, order, RejectReason::InsufficientStock).await
 }
 
 async fn reject(
     txn: &DatabaseTransaction,
     order: &OrderRef,
-    why: &str,
+    why: RejectReason,
 ) -> Result<Outcome, ReserveError> {
     if txn
-        .query_one(insert(order, REJECTED, Some(why)))
+        .query_one(insert(order, REJECTED, Some(why.as_str())))
         .await?
         .is_none()
     {
         // Only reachable if the same order id appears twice in one batch.
         return stored_outcome(txn, order).await;
     }
-    Ok(Outcome::Rejected(why.into()))
+    Ok(Outcome::Rejected(why))
 }
 
 /// The outcome already persisted for this order id: a redelivery re-announces it.
@@ -161,7 +151,11 @@ async fn stored_outcome(
                 unit_price_cents: sale.unit_price_cents,
             })
         }
-        _ => Outcome::Rejected(row.reason.unwrap_or_else(|| REJECTED.into())),
+        _ => Outcome::Rejected(
+            row.reason
+                .as_deref()
+                .map_or(RejectReason::Rejected, RejectReason::from_stored),
+        ),
     })
 }
 

@@ -1,7 +1,6 @@
-//! HTTP: health endpoints, and the internal sale API the gateway's admin
+//! HTTP: the internal sale API the gateway's admin
 //! endpoints call. Not exposed publicly: the gateway authenticates admins.
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -9,67 +8,36 @@ use redis::aio::ConnectionManager;
 use redis::RedisError;
 use sea_orm::{DatabaseConnection, DbErr};
 
+use seckill_common::db;
 use seckill_common::domain::SaleId;
-use seckill_common::http::{self, ApiError};
-use seckill_common::kafka::EventProducer;
-use seckill_common::{db, redis_conn};
+use seckill_common::http::ApiError;
 
 use crate::reconcile::{ReconcileError, Reconciler};
-use crate::sales::{self, CreateSale, Created, SaleView};
+use crate::sales::{self, Created, NewSale, SaleView};
 use crate::warm::{self, WarmError};
 
 /// Shared by every worker; each field is a cheap handle onto one pool or client.
 pub struct AppState {
     pub db: DatabaseConnection,
     pub redis: ConnectionManager,
-    pub producer: EventProducer,
     pub reconciler: Arc<Reconciler>,
 }
 
-/// How long each readiness check may take: probes must answer well within their own timeout.
-const CHECK_TIMEOUT: Duration = Duration::from_millis(1_000);
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(http::healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/internal/sales", web::post().to(create_sale))
+    cfg.route("/internal/sales", web::post().to(create_sale))
         .route("/internal/sales/{sale_id}", web::get().to(get_sale))
         .route("/internal/reconcile", web::post().to(reconcile));
-}
-
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let producer = state.producer.clone();
-    // librdkafka's metadata call blocks its thread.
-    let broker = tokio::task::spawn_blocking(move || producer.is_reachable(CHECK_TIMEOUT));
-    let broker = async {
-        matches!(
-            tokio::time::timeout(CHECK_TIMEOUT * 2, broker).await,
-            Ok(Ok(true))
-        )
-    };
-    let (database, redis, kafka) = tokio::join!(
-        db::is_reachable(&state.db, CHECK_TIMEOUT),
-        redis_conn::is_reachable(&state.redis, CHECK_TIMEOUT),
-        broker,
-    );
-    http::readiness(&[("database", database), ("redis", redis), ("kafka", kafka)])
 }
 
 /// Idempotent on `sale_id`: 201 when created, 200 for an identical repeat,
 /// 409 when the id is taken by different parameters. Either way the sale is
 /// (re-)warmed, so a repeat also completes a previous attempt that failed at Redis.
-#[tracing::instrument(name = "create_sale", skip_all, fields(sale_id = %body.sale_id))]
+#[tracing::instrument(name = "create_sale", skip_all, fields(sale_id = %body.id))]
 async fn create_sale(
     state: web::Data<AppState>,
-    body: web::Json<CreateSale>,
+    body: web::Json<NewSale>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = body.into_inner().validate().map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            e.to_string(),
-        )
-    })?;
+    let new = body.into_inner();
     let (status, row) = match sales::create(&state.db, &new).await.map_err(db_failure)? {
         Created::New(row) => (StatusCode::CREATED, row),
         Created::Existing(row) => (StatusCode::OK, row),

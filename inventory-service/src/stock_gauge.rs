@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::Utc;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
-use tokio::task::JoinHandle;
 
 use seckill_common::shutdown::Shutdown;
 
@@ -65,21 +64,19 @@ impl StockGauge {
 
     /// Refreshes every [`REFRESH_EVERY`] until shutdown. A failed refresh
     /// keeps the last values; the database outage shows elsewhere.
-    pub fn spawn(mut self, db: DatabaseConnection, shutdown: Shutdown) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tick.tick() => {}
-                }
-                match tokio::time::timeout(REFRESH_EVERY, self.refresh(&db)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::debug!(%error, "cannot refresh the stock gauge"),
-                    Err(_) => tracing::debug!("stock gauge refresh timed out"),
-                }
+    pub async fn run(mut self, db: DatabaseConnection, shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tick.tick() => {}
             }
-        })
+            match tokio::time::timeout(REFRESH_EVERY, self.refresh(&db)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "cannot refresh the stock gauge"),
+                Err(_) => tracing::debug!("stock gauge refresh timed out"),
+            }
+        }
     }
 }

@@ -27,10 +27,10 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct PaymentSettings {
-    /// What the fake provider answers: `succeed`, `decline` or `timeout`.
-    /// Idempotency keys starting `fake-decline` or `fake-timeout` override it
-    /// per request, so a test can script a decline and then a success.
-    pub mode: String,
+    /// What the fake provider answers. Idempotency keys starting
+    /// `fake-decline` or `fake-timeout` override it per request, so a test
+    /// can script a decline and then a success.
+    pub mode: PaymentMode,
     /// Bound on one charge or refund; past it the outcome is unknown and the
     /// client retries with the same Idempotency-Key.
     pub timeout_ms: u64,
@@ -43,10 +43,20 @@ pub struct PaymentSettings {
     pub resolve_after_ms: u64,
 }
 
+/// `SECKILL_PAYMENT__MODE`: `succeed`, `decline` or `timeout`; anything
+/// else fails at start, naming the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMode {
+    Succeed,
+    Decline,
+    Timeout,
+}
+
 impl Default for PaymentSettings {
     fn default() -> Self {
         Self {
-            mode: "succeed".into(),
+            mode: PaymentMode::Succeed,
             timeout_ms: 1_500,
             latency_ms: 0,
             resolve_after_ms: 60_000,
@@ -127,11 +137,6 @@ impl Settings {
         self.database.validate()?;
         if self.consumer_group.trim().is_empty() {
             return Err(settings::invalid("consumer_group is empty"));
-        }
-        if !["succeed", "decline", "timeout"].contains(&self.payment.mode.as_str()) {
-            return Err(settings::invalid(
-                "payment.mode must be succeed, decline or timeout",
-            ));
         }
         if self.payment.timeout_ms == 0 {
             return Err(settings::invalid("payment.timeout_ms must be positive"));

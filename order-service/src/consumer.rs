@@ -14,28 +14,23 @@
 //! message, each in a savepoint of its own, so that the second live order is
 //! recorded as failed (`duplicate_buyer`) without aborting the batch.
 use futures::future::join_all;
-use sea_orm::sqlx;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
-    Statement, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
+    TransactionTrait,
 };
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
-use seckill_common::events::{Envelope, Event, OrderRef, Rejection, Reserved};
+use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection};
 use seckill_common::kafka::{traceparent_of, EventProducer};
 
 use crate::persistence::OrderStatus;
 
 mod batch;
+mod row;
 
 use batch::{Fallback, Row};
-
-/// The reason recorded when a second live order arrives for one user and sale.
-pub const DUPLICATE_BUYER: &str = "duplicate_buyer";
-
-/// The partial unique index on (sale_id, user_id) among live orders.
-const LIVE_SALE_USER_INDEX: &str = "orders_live_sale_user_key";
+use row::{violates, Persisted, Terms, LIVE_SALE_USER_INDEX};
 
 /// The payment window starts when the order exists: the buyer can pay from
 /// that moment, whatever the queue's lag was.
@@ -52,29 +47,6 @@ pub struct OrderHandler {
     pub producer: EventProducer,
     /// `topics.order_events`.
     pub topic: String,
-}
-
-/// What an order looks like once persisted: all the event needs.
-struct Persisted {
-    status: OrderStatus,
-    reason: Option<String>,
-}
-
-/// The payment terms of a created order.
-#[derive(Clone, Copy)]
-struct Terms {
-    window_secs: i32,
-    amount_cents: i64,
-}
-
-impl Terms {
-    fn of(reserved: &Reserved) -> Self {
-        let quantity = i64::from(reserved.order.quantity.get());
-        Self {
-            window_secs: i32::try_from(reserved.payment_window_secs).unwrap_or(i32::MAX),
-            amount_cents: reserved.unit_price_cents.saturating_mul(quantity).max(0),
-        }
-    }
 }
 
 /// One message to act on, with its `db.persist_order` span.
@@ -265,7 +237,7 @@ fn decision(event: &Event) -> Option<(&OrderRef, Persisted, Option<Terms>)> {
             order,
             Persisted {
                 status: OrderStatus::Failed,
-                reason: Some(reason.clone()),
+                reason: Some(*reason),
             },
             None,
         )),
@@ -280,7 +252,7 @@ fn event_for(order: &OrderRef, persisted: Persisted) -> Event {
     match persisted.status {
         OrderStatus::Failed => Event::OrderFailed(Rejection {
             order: order.clone(),
-            reason: persisted.reason.unwrap_or_else(|| "unknown".into()),
+            reason: persisted.reason.unwrap_or(RejectReason::Rejected),
         }),
         _ => Event::OrderCreated(order.clone()),
     }
@@ -300,7 +272,7 @@ async fn persist(
                 "user already holds a live order in this sale; recording this one as failed");
             let duplicate = Persisted {
                 status: OrderStatus::Failed,
-                reason: Some(DUPLICATE_BUYER.into()),
+                reason: Some(RejectReason::DuplicateBuyer),
             };
             insert_in_savepoint(txn, order, &duplicate, None, traceparent).await
         }
@@ -348,7 +320,7 @@ async fn insert_or_read(
             order.user_id.to_string().into(),
             quantity.into(),
             wanted.status.as_str().into(),
-            wanted.reason.clone().into(),
+            wanted.reason.map(RejectReason::as_str).into(),
             terms.map(|t| t.window_secs).into(),
             terms.map_or(0, |t| t.amount_cents).into(),
             traceparent.map(str::to_owned).into(),
@@ -371,21 +343,11 @@ async fn insert_or_read(
     batch::persisted(&row)
 }
 
-/// True when `error` is a unique violation of the named index.
-fn violates(error: &DbErr, index: &str) -> bool {
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(e)))
-        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(e))) => {
-            e.code().as_deref() == Some("23505") && e.constraint() == Some(index)
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+    use seckill_common::events::Reserved;
 
     fn order() -> OrderRef {
         let sale = SaleId::parse("s1").unwrap();
@@ -410,12 +372,12 @@ mod tests {
         assert_eq!((terms.window_secs, terms.amount_cents), (900, 250));
         let (_, p, terms) = decision(&Event::StockRejected(Rejection {
             order: o.clone(),
-            reason: "sold_out".into(),
+            reason: RejectReason::InsufficientStock,
         }))
         .unwrap();
         assert_eq!(
-            (p.status, p.reason.as_deref()),
-            (OrderStatus::Failed, Some("sold_out"))
+            (p.status, p.reason),
+            (OrderStatus::Failed, Some(RejectReason::InsufficientStock))
         );
         assert!(terms.is_none());
         assert!(decision(&Event::OrderCreated(o)).is_none());
@@ -436,14 +398,14 @@ mod tests {
             &o,
             Persisted {
                 status: OrderStatus::Failed,
-                reason: Some(DUPLICATE_BUYER.into()),
+                reason: Some(RejectReason::DuplicateBuyer),
             },
         );
         assert_eq!(
             failed,
             Event::OrderFailed(Rejection {
                 order: o,
-                reason: DUPLICATE_BUYER.into()
+                reason: RejectReason::DuplicateBuyer
             })
         );
     }

@@ -17,5 +17,6 @@ pub mod payment;
 pub mod persistence;
 pub mod routes;
 pub mod startup;
+pub mod view;
 
 pub use startup::Application;

@@ -4,8 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use order_service::configuration::Settings;
-use order_service::{persistence, Application};
+use order_service::persistence::{Migrator, MIGRATION_LOCK_KEY};
+use order_service::Application;
+use seckill_common::service;
 use seckill_common::shutdown::Shutdown;
+use seckill_common::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -28,24 +31,20 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = seckill_common::telemetry::init("order-service")?;
-    let settings = Settings::load()?;
+    let _telemetry = telemetry::init("order-service")?;
+    let settings = Settings::load().context("invalid configuration")?;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let shutdown = Shutdown::new();
-            shutdown.trigger_on_signals();
             Application::build(settings, shutdown)
                 .await?
                 .run_until_stopped()
                 .await
         }
         Command::Migrate => {
-            let db = seckill_common::db::connect(&settings.database)
-                .await
-                .context("cannot connect to the orders database")?;
-            persistence::migrate(&db)
-                .await
-                .context("migration failed")?;
+            service::database::<Migrator>(&settings.database, true, MIGRATION_LOCK_KEY, &shutdown)
+                .await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::configuration::PaymentSettings;
+use crate::configuration::{PaymentMode, PaymentSettings};
 
 /// One charge request, as the provider sees it.
 #[derive(Debug, Clone, Copy)]
@@ -116,13 +116,12 @@ pub enum FakeMode {
     LostAnswer,
 }
 
-impl FakeMode {
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "succeed" => Some(Self::Succeed),
-            "decline" => Some(Self::Decline),
-            "timeout" => Some(Self::Timeout),
-            _ => None,
+impl From<PaymentMode> for FakeMode {
+    fn from(mode: PaymentMode) -> Self {
+        match mode {
+            PaymentMode::Succeed => Self::Succeed,
+            PaymentMode::Decline => Self::Decline,
+            PaymentMode::Timeout => Self::Timeout,
         }
     }
 }
@@ -157,7 +156,7 @@ impl FakePaymentProvider {
 
     pub fn from_settings(settings: &PaymentSettings) -> Self {
         Self::new(
-            FakeMode::parse(&settings.mode).unwrap_or(FakeMode::Succeed),
+            FakeMode::from(settings.mode),
             Duration::from_millis(settings.latency_ms),
         )
     }

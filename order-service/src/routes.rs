@@ -1,100 +1,34 @@
-//! HTTP surface: health, readiness, and the internal order API the gateway
+//! HTTP surface: the internal order API the gateway
 //! proxies: lookup, the user's orders, pay and cancel. The gateway has
 //! authenticated the user and passes its id; this service checks ownership.
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use seckill_common::domain::{OrderId, UserId};
-use seckill_common::http::{readiness, ApiError};
-use seckill_common::kafka::EventProducer;
+use seckill_common::domain::{IdempotencyKey, OrderId, UserId};
+use seckill_common::http::ApiError;
 
-use crate::lifecycle::{self, Answer, Lifecycle};
+use crate::lifecycle::{Answer, Lifecycle};
 use crate::persistence::order;
-use crate::persistence::OrderStatus;
+use crate::view::OrderView;
 
-/// Readiness must answer quickly even while a dependency hangs.
-const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(1_000);
-
-/// Shared with every worker; cheap to clone (pool and producer are handles).
+/// Shared with every worker; cheap to clone (the pool is a handle).
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
-    pub producer: EventProducer,
     /// Upper bound on one lookup, pool acquisition included.
     pub db_timeout: Duration,
     pub lifecycle: Arc<Lifecycle>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(seckill_common::http::healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/internal/orders", web::get().to(list_orders))
+    cfg.route("/internal/orders", web::get().to(list_orders))
         .route("/internal/orders/{order_id}", web::get().to(get_order))
         .route("/internal/orders/{order_id}/pay", web::post().to(pay))
         .route("/internal/orders/{order_id}/cancel", web::post().to(cancel));
-}
-
-/// Ready when PostgreSQL and the broker both answer in time: without either,
-/// this replica can neither serve lookups nor make progress on its partitions.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let db = seckill_common::db::is_reachable(&state.db, READY_CHECK_TIMEOUT);
-    let producer = state.producer.clone();
-    // librdkafka's metadata call blocks its thread; keep it off the workers.
-    let broker = tokio::time::timeout(
-        READY_CHECK_TIMEOUT + Duration::from_millis(250),
-        tokio::task::spawn_blocking(move || producer.is_reachable(READY_CHECK_TIMEOUT)),
-    );
-    let (db, broker) = tokio::join!(db, broker);
-    let broker = matches!(broker, Ok(Ok(true)));
-    readiness(&[("database", db), ("kafka", broker)])
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct OrderView {
-    pub order_id: String,
-    pub sale_id: String,
-    pub user_id: String,
-    pub quantity: i32,
-    pub status: OrderStatus,
-    /// Only a failed order has a reason.
-    pub reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The end of the payment window (`null` for a failed order).
-    pub expires_at: Option<DateTime<Utc>>,
-    pub amount_cents: i64,
-    /// The payment provider's reference, once paid.
-    pub payment_ref: Option<String>,
-    pub paid_at: Option<DateTime<Utc>>,
-}
-
-impl From<order::Model> for OrderView {
-    fn from(m: order::Model) -> Self {
-        let reason = if m.status == OrderStatus::Failed {
-            m.reason
-        } else {
-            None
-        };
-        Self {
-            order_id: m.order_id,
-            sale_id: m.sale_id,
-            user_id: m.user_id,
-            quantity: m.quantity,
-            status: m.status,
-            reason,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-            expires_at: m.expires_at,
-            amount_cents: m.amount_cents,
-            payment_ref: m.payment_ref,
-            paid_at: m.paid_at,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -129,15 +63,11 @@ async fn pay(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let (order, user) = parse_ids(&path, &body.user_id)?;
-    if !lifecycle::valid_idempotency_key(&body.idempotency_key) {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "the idempotency key must be 1-128 printable ASCII characters",
-        ));
-    }
+    let key = IdempotencyKey::parse(&body.idempotency_key)
+        .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))?;
     let paid = state
         .lifecycle
-        .pay(&order, &user, &body.idempotency_key)
+        .pay(&order, &user, &key)
         .await
         .map_err(lookup_error)?;
     Ok(answer(paid))
@@ -210,6 +140,8 @@ fn lookup_error(error: DbErr) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persistence::OrderStatus;
+    use chrono::Utc;
 
     fn model(status: OrderStatus, reason: Option<&str>) -> order::Model {
         let now = Utc::now();

@@ -136,10 +136,23 @@ impl Process {
     /// Sends `signal` (a `kill` name: TERM, INT, ...), then waits for the exit
     /// (SIGKILL after `grace`). `None` when it had to be killed.
     pub fn stop_with(&mut self, signal: &str, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(signal);
+        self.wait_exit(grace)
+    }
+
+    /// Sends `signal` (a `kill` name) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit (SIGKILL after `grace`). `None` when it
+    /// had to be killed, or was not running.
+    pub fn wait_exit(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status();
         let deadline = std::time::Instant::now() + grace;
         loop {
             if let Ok(Some(status)) = child.try_wait() {

@@ -14,7 +14,9 @@ use futures::future::join_all;
 use sea_orm::ConnectionTrait;
 
 use seckill_common::domain::{OrderId, Quantity};
-use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Rejection, Reserved};
+use seckill_common::events::{
+    Envelope, Event, OrderRef, OrderRequested, RejectReason, Rejection, Reserved,
+};
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::{KafkaSettings, Topics};
 use seckill_tests::fixtures::order;
@@ -254,7 +256,7 @@ async fn order_service_stores_a_mixed_batch_as_a_set_with_its_terms() {
         })),
         Envelope::new(Event::StockRejected(Rejection {
             order: rejected.clone(),
-            reason: "insufficient_stock".into(),
+            reason: RejectReason::InsufficientStock,
         })),
     ];
     deliver_as_one_batch(&mut stack.orders, &producer, topic, &batch).await;

@@ -894,6 +894,34 @@ async fn metrics_after_a_burst_match_what_the_burst_did() {
         gateway.value("seckill_kafka_produce_errors_total", &[]),
         0.0
     );
+    // Every purchase that reached the script (all but the 10 the front door
+    // answered once the sale was known to be sold out) timed its round trip.
+    let scripted = gateway.value(
+        "seckill_redis_script_seconds_count",
+        &[("outcome", "answered")],
+    );
+    assert!(
+        (tally(202) + tally(409) + tally(403)..=statuses.len() as f64).contains(&scripted),
+        "{scripted} script round trips for {} purchases",
+        statuses.len()
+    );
+    // The standard process metrics, on every service.
+    for (service, url) in [
+        ("gateway", &stack.gateway_url),
+        ("inventory-service", &stack.inventory_url),
+        ("order-service", &stack.order_url),
+    ] {
+        let m = scrape(&stack, url).await;
+        // CPU is counted in whole seconds: a young process may show 0.
+        assert_eq!(m.all("process_cpu_seconds_total").len(), 1, "{service}");
+        for family in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(m.value(family, &[]) > 0.0, "{service}: {family}");
+        }
+    }
 
     // Downstream: every accepted order processed once, stock and lag settle.
     let requested = format!("{}order-requested", stack.topic_prefix);
@@ -990,6 +1018,7 @@ const EXPORTED: &[&str] = &[
     "seckill_purchase_outcomes_total",
     "seckill_kafka_produce_seconds",
     "seckill_kafka_produce_errors_total",
+    "seckill_redis_script_seconds",
     "seckill_consumer_lag",
     "seckill_consumer_events_processed_total",
     "seckill_consumer_events_retried_total",

@@ -726,6 +726,19 @@ async fn bad_input_gets_its_documented_4xx_and_changes_nothing() {
             422,
             "invalid_sale",
         ),
+        // Refused by the gateway itself, by the rules inventory-service also
+        // runs: it used to pass here and come back as 422 upstream_rejected.
+        Case::new(
+            "admin: a control character in the name",
+            M::POST,
+            "/api/v1/admin/sales",
+            admin,
+            format!(
+                r#"{{"name":"bell\u0007","stock":5,"starts_at":"{starts}","ends_at":"{ends}"}}"#
+            ),
+            422,
+            "invalid_sale",
+        ),
         Case::new(
             "admin: per-user limit 0",
             M::POST,

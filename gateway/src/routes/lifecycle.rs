@@ -2,14 +2,13 @@
 //! the list of one's orders. order-service owns the states; the gateway
 //! authenticates the user and passes the id from the token, never from the request.
 use actix_web::{web, HttpRequest, HttpResponse};
-use reqwest::{Method, Url};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use seckill_common::domain::OrderId;
+use seckill_common::domain::{IdempotencyKey, OrderId};
 use seckill_common::http::ApiError;
 
 use crate::auth::AuthenticatedUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The header that makes a payment request idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -20,7 +19,7 @@ fn not_found() -> ApiError {
 
 /// 1-128 printable ASCII characters, required: without it a retried payment
 /// could not be told from a second one.
-fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+fn idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
     let raw = req.headers().get(IDEMPOTENCY_KEY_HEADER).ok_or_else(|| {
         ApiError::bad_request(
             "missing_idempotency_key",
@@ -29,8 +28,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
     })?;
     raw.to_str()
         .ok()
-        .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
+        .and_then(|k| IdempotencyKey::parse(k).ok())
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_idempotency_key",
@@ -53,9 +51,8 @@ pub async fn pay_order(
     let order_id = OrderId::parse(&path).map_err(|_| not_found())?;
     let key = idempotency_key(&req)?;
     let body = json!({"user_id": user, "idempotency_key": key});
-    // Once: a repeat would be safe (same key), but stacking provider
-    // timeouts here would only outlast the client's patience.
-    order_action(&state, &order_id, "pay", &body, Retry::No).await
+    let paid = state.orders.pay(&order_id, &body).await?;
+    Ok(HttpResponse::Ok().json(paid.ok_or_else(not_found)?))
 }
 
 /// `POST /api/v1/orders/{id}/cancel`: 200 with the cancelled order (also for
@@ -68,39 +65,8 @@ pub async fn cancel_order(
     state.limits.check_user(&user)?;
     let order_id = OrderId::parse(&path).map_err(|_| not_found())?;
     let body = json!({"user_id": user});
-    // Idempotent, so retried like a read.
-    order_action(&state, &order_id, "cancel", &body, Retry::Yes).await
-}
-
-enum Retry {
-    Yes,
-    No,
-}
-
-/// Posts `body` to order-service's `/internal/orders/{id}/{action}` and
-/// passes its answer on (its own JSON errors included).
-async fn order_action(
-    state: &AppState,
-    order_id: &OrderId,
-    action: &str,
-    body: &Value,
-    retry: Retry,
-) -> Result<HttpResponse, ApiError> {
-    let url = format!("{}/internal/orders/{order_id}/{action}", state.order_url);
-    let upstream = &state.upstream;
-    let answer: Option<Value> = match retry {
-        Retry::Yes => {
-            upstream
-                .call("order-service", Method::POST, &url, Some(body))
-                .await?
-        }
-        Retry::No => {
-            upstream
-                .call_once("order-service", Method::POST, &url, Some(body))
-                .await?
-        }
-    };
-    Ok(HttpResponse::Ok().json(answer.ok_or_else(not_found)?))
+    let cancelled = state.orders.cancel(&order_id, &body).await?;
+    Ok(HttpResponse::Ok().json(cancelled.ok_or_else(not_found)?))
 }
 
 /// `GET /api/v1/users/me/orders`: `{"orders": [...]}`, newest first. Orders
@@ -110,14 +76,9 @@ pub async fn my_orders(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_user(&user)?;
-    let mut url = Url::parse(&format!("{}/internal/orders", state.order_url)).map_err(|e| {
-        tracing::error!(error = %e, "order_url is not a valid base URL");
-        ApiError::internal()
-    })?;
-    url.query_pairs_mut().append_pair("user_id", user.as_str());
-    let listed: Value = state
-        .upstream
-        .call::<(), _>("order-service", Method::GET, url.as_str(), None)
+    let listed = state
+        .orders
+        .orders_of(&user)
         .await?
         .unwrap_or_else(|| json!({"orders": []}));
     Ok(HttpResponse::Ok().json(listed))

@@ -1,6 +1,5 @@
 //! The public HTTP API. Every error is `{"error":{"code","message"}}`.
 mod admin;
-mod health;
 mod lifecycle;
 mod orders;
 mod sales;
@@ -8,8 +7,7 @@ mod sales;
 use actix_web::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(seckill_common::http::healthz))
-        .route("/readyz", web::get().to(health::readyz))
+    cfg.configure(seckill_common::service::health_routes)
         .service(
             web::scope("/api/v1")
                 .route("/admin/sales", web::post().to(admin::create_sale))

@@ -2,7 +2,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
@@ -15,7 +14,7 @@ use seckill_common::stock::{self, SaleKeys};
 use crate::auth::AuthenticatedUser;
 use crate::enqueue::{enqueue, Order};
 use crate::purchase::{self, Decision};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `{}` or `{"quantity": n}`. Unknown fields are refused, not ignored: a
 /// client that sends `{"qty": 5}` must learn it bought one unit, not five.
@@ -114,11 +113,13 @@ pub async fn place_order(
     // From the script on, the work must finish even if this request is
     // dropped (client gone, request deadline): a script whose answer is lost
     // must be undone, and stock once taken must be enqueued or returned. So
-    // it runs in a task of its own, and this handler only awaits it.
+    // it runs in a task of its own, which shutdown waits for, and this
+    // handler only awaits it.
     let task_state = state.clone();
     let order = order_id.clone();
-    let decided = tokio::spawn(
-        async move {
+    let decided = state
+        .tasks
+        .track(async move {
             let decision = reserve(&task_state, &sale, &user, quantity, &order, has_token).await?;
             if let Decision::Accepted { remaining } = decision {
                 if remaining <= 0 {
@@ -134,14 +135,12 @@ pub async fn place_order(
                 enqueue(&task_state, order).await?;
             }
             Ok::<_, ApiError>((decision, sale))
-        }
-        .in_current_span(),
-    )
-    .await
-    .map_err(|error| {
-        tracing::error!(%error, "purchase task failed");
-        ApiError::internal()
-    })?;
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "purchase task failed");
+            ApiError::internal()
+        })?;
     let (decision, sale) = decided?;
 
     match decision {
@@ -205,10 +204,12 @@ async fn reserve(
     let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
     let mut redis = crate::worker_redis::connection(state).await;
     let script = purchase::reserve_with_token(&mut redis, sale, user, quantity, order, has_token);
-    match redis_conn::within(state.redis_timeout, script)
+    let started = std::time::Instant::now();
+    let answer = redis_conn::within(state.redis_timeout, script)
         .instrument(span.clone())
-        .await
-    {
+        .await;
+    state.metrics.script(started.elapsed(), answer.is_ok());
+    match answer {
         Ok(decision) => {
             span.record("outcome", decision.label());
             state.metrics.outcome(decision.label());
@@ -240,11 +241,7 @@ pub async fn get_order(
     state.limits.check_user(&user)?;
     let not_found = || ApiError::not_found("order_not_found", "no such order");
     let order_id = OrderId::parse(&path).map_err(|_| not_found())?;
-    let url = format!("{}/internal/orders/{}", state.order_url, order_id);
-    let persisted: Option<serde_json::Value> = state
-        .upstream
-        .call::<(), _>("order-service", Method::GET, &url, None)
-        .await?;
+    let persisted = state.orders.order(&order_id).await?;
     if let Some(order) = persisted {
         // Someone else's order is indistinguishable from no order.
         if order["user_id"].as_str() != Some(user.as_str()) {

@@ -6,7 +6,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use reqwest::Method;
 use serde_json::json;
 
 use seckill_common::domain::SaleId;
@@ -15,7 +14,7 @@ use seckill_common::redis_conn;
 use seckill_common::stock::{field, SaleKeys};
 
 use crate::auth::AuthenticatedUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 fn sale_not_found() -> ApiError {
     ApiError::not_found("sale_not_found", "no such sale")
@@ -39,10 +38,9 @@ pub async fn get_sale(
     if let Some(body) = from_redis(&sale, &hash) {
         return Ok(HttpResponse::Ok().json(body));
     }
-    let url = format!("{}/internal/sales/{}", state.inventory_url, sale);
-    let body: serde_json::Value = state
-        .upstream
-        .call::<(), _>("inventory-service", Method::GET, &url, None)
+    let body = state
+        .inventory
+        .sale(&sale)
         .await?
         .ok_or_else(sale_not_found)?;
     Ok(HttpResponse::Ok().json(body))

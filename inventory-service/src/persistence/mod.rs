@@ -4,27 +4,13 @@ pub mod migration;
 pub mod reservation;
 pub mod sale;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
-use sea_orm_migration::MigratorTrait;
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 
 pub use migration::Migrator;
 
-/// Arbitrary but fixed: every replica must agree on it.
-const MIGRATION_LOCK_KEY: i64 = 0x5EC0_1A7E_0000_0001;
-
-/// Applies pending migrations. Replicas start together, so the migrations
-/// run inside one transaction that first takes a transaction-scoped advisory
-/// lock: the others wait, then find nothing left to do. (A session lock would
-/// not work through a pool: lock and unlock could land on different connections.)
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
-    txn.execute_unprepared(&format!(
-        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
-    ))
-    .await?;
-    Migrator::up(&txn, None).await?;
-    txn.commit().await
-}
+/// The advisory lock migrations run under (`db::migrate_locked`).
+/// Arbitrary but fixed: every replica and the `migrate` Job must agree on it.
+pub const MIGRATION_LOCK_KEY: i64 = 0x5EC0_1A7E_0000_0001;
 
 /// A sale and its live reservations as `(user id, order id)`, read from one
 /// repeatable-read snapshot, so stock and buyers agree with each other: a

@@ -16,6 +16,7 @@
 //! advisory lock, because two concurrent stock increments computed from the
 //! same snapshot would both apply.
 mod catch_up;
+mod error;
 mod fence;
 pub mod metrics;
 pub mod plan;
@@ -40,9 +41,10 @@ use seckill_common::shutdown::Shutdown;
 
 use crate::configuration::ReconcileSettings;
 use crate::persistence::sale as sale_table;
-use crate::warm::{self, WarmError};
+use crate::warm;
 
 pub use catch_up::CatchUp;
+pub use error::ReconcileError;
 pub use metrics::ReconcileMetrics;
 pub use sale::SaleReport;
 
@@ -50,25 +52,6 @@ pub use sale::SaleReport;
 const RECONCILE_LOCK_KEY: i64 = 0x5EC0_2EC0_0000_0001;
 /// How long an on-demand run waits for a periodic one to finish.
 const WAIT_FOR_RUN: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("database: {0}")]
-    Db(#[from] DbErr),
-    #[error("redis: {0}")]
-    Redis(#[from] RedisError),
-    #[error("another reconciliation is running")]
-    Busy,
-}
-
-impl From<WarmError> for ReconcileError {
-    fn from(e: WarmError) -> Self {
-        match e {
-            WarmError::Db(e) => Self::Db(e),
-            WarmError::Redis(e) => Self::Redis(e),
-        }
-    }
-}
 
 /// What one run found and did.
 #[derive(Debug, Clone, Serialize)]
@@ -114,10 +97,6 @@ impl Reconciler {
             first_seen: sale::FirstSeen::default(),
             running: tokio::sync::Mutex::new(()),
         })
-    }
-
-    pub fn metrics(&self) -> &ReconcileMetrics {
-        &self.metrics
     }
 
     /// The periodic task: a full run every `interval_ms`, a look for lost

@@ -11,8 +11,9 @@ use serde::Serialize;
 use seckill_common::domain::SaleId;
 use seckill_common::stock::SaleKeys;
 
+use super::catch_up::CatchUp;
+use super::error::ReconcileError;
 use super::plan::{plan, Observed};
-use super::{CatchUp, ReconcileError};
 use crate::persistence;
 
 /// KEYS: sale, buyers. Nil when the sale is not in Redis; else {stock,

@@ -18,9 +18,9 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement, Value,
 };
 
-use seckill_common::events::OrderRef;
+use seckill_common::events::{OrderRef, RejectReason};
 
-use super::{violates, Persisted, Terms, LIVE_SALE_USER_INDEX};
+use super::row::{violates, Persisted, Terms, LIVE_SALE_USER_INDEX};
 use crate::persistence::OrderStatus;
 
 /// Why a batch goes to the per-message path instead.
@@ -123,7 +123,10 @@ pub fn persisted(row: &QueryResult) -> Result<Persisted, DbErr> {
         .ok_or_else(|| DbErr::Custom(format!("unknown order status {status:?}")))?;
     Ok(Persisted {
         status,
-        reason: row.try_get("", "reason")?,
+        reason: row
+            .try_get::<Option<String>>("", "reason")?
+            .as_deref()
+            .map(RejectReason::from_stored),
     })
 }
 
@@ -140,7 +143,12 @@ fn insert_all(rows: &[Row<'_>]) -> Result<Statement, DbErr> {
         text(&|r| r.order.user_id.to_string()).into(),
         quantities.into(),
         text(&|r| r.wanted.status.as_str().to_owned()).into(),
-        text(&|r| r.wanted.reason.clone().unwrap_or_default()).into(),
+        text(&|r| {
+            r.wanted
+                .reason
+                .map_or_else(String::new, |reason| reason.as_str().to_owned())
+        })
+        .into(),
         rows.iter()
             .map(|r| r.terms.map_or(0, |t| t.window_secs))
             .collect::<Vec<i32>>()
@@ -208,7 +216,7 @@ mod tests {
         };
         let failed = Persisted {
             status: OrderStatus::Failed,
-            reason: Some("duplicate_buyer".into()),
+            reason: Some(RejectReason::DuplicateBuyer),
         };
         let terms = Terms {
             window_secs: 60,

@@ -58,7 +58,13 @@ impl Lifecycle {
     /// Pays `order_id` for its owner. Idempotent on `key`: once an attempt
     /// has a final answer, every repeat gets exactly that answer, and the
     /// provider is never asked again.
-    pub async fn pay(&self, order_id: &OrderId, user: &UserId, key: &str) -> Result<Answer, DbErr> {
+    pub async fn pay(
+        &self,
+        order_id: &OrderId,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Answer, DbErr> {
+        let key = key.as_str();
         let Some(order) = self
             .find(order_id)
             .await?

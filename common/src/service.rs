@@ -1,0 +1,310 @@
+//! The wiring every service shares, written once (zero2prod's `Application`
+//! shape): dependencies retried while they are still starting, the HTTP
+//! server stopped by the shutdown signal, the readiness probes, and the
+//! producer's last flush. Each service's `startup.rs` then says only what is
+//! its own: which dependencies, which routes, which tasks.
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_service::IntoServiceFactory;
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Server, ServiceFactory};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use redis::aio::ConnectionManager;
+use sea_orm::DatabaseConnection;
+
+use crate::http::{self, HEALTH_PATH, READY_PATH};
+use crate::internal_auth::{self, InternalToken};
+use crate::kafka::EventProducer;
+use crate::metrics::HttpMetrics;
+use crate::retry::Backoff;
+use crate::settings::HttpSettings;
+use crate::shutdown::Shutdown;
+use crate::tasks::Tasks;
+use crate::{db, redis_conn};
+
+/// Dependencies may still be starting when a service does (compose,
+/// Kubernetes): ten attempts, a minute or so with each attempt's own
+/// timeout, then the service fails and its supervisor restarts it.
+pub const STARTUP_RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(4),
+    attempts: 10,
+};
+
+/// How long each readiness check may take: well within the probes' 2 s.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// How long, after the HTTP drain, the tasks may take to end their round.
+/// With the preStop sleep (5 s), the drain (10 s) and the flush (5 s), this
+/// fits the pods' 30 s termination grace.
+pub const TASKS_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the producer may take, at exit, to deliver what is still queued.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("shutdown requested during start-up")]
+    ShutdownRequested,
+    #[error("{what}: {source}")]
+    Dependency {
+        what: &'static str,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One start-up step on a dependency (connect, migrate, create topics):
+/// retried with [`STARTUP_RETRY`] while `retryable` says so, each failure
+/// logged, and abandoned at once when shutdown is requested meanwhile.
+pub async fn dependency<T, E, F, Fut>(
+    shutdown: &Shutdown,
+    what: &'static str,
+    mut step: F,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<T, StartupError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: StdError + Send + Sync + 'static,
+{
+    let logged = || {
+        let attempt = step();
+        async move {
+            attempt
+                .await
+                .inspect_err(|error| tracing::warn!(%error, what, "not ready yet; retrying"))
+        }
+    };
+    tokio::select! {
+        result = STARTUP_RETRY.retry(logged, retryable) => result.map_err(|e| StartupError::Dependency {
+            what,
+            source: Box::new(e),
+        }),
+        _ = shutdown.wait() => Err(StartupError::ShutdownRequested),
+    }
+}
+
+/// The service's database: connected (retried while PostgreSQL starts),
+/// then, when `migrate`, brought up to date under `M`'s advisory lock
+/// ([`db::migrate_locked`]). The `migrate` subcommand is this with `true`.
+pub async fn database<M: sea_orm_migration::MigratorTrait>(
+    settings: &crate::settings::DatabaseSettings,
+    migrate: bool,
+    lock_key: i64,
+    shutdown: &Shutdown,
+) -> Result<DatabaseConnection, StartupError> {
+    let connected = dependency(
+        shutdown,
+        "cannot connect to PostgreSQL",
+        || db::connect(settings),
+        db::is_transient,
+    )
+    .await?;
+    if migrate {
+        dependency(
+            shutdown,
+            "cannot migrate the database",
+            || db::migrate_locked::<M>(&connected, lock_key),
+            db::is_transient,
+        )
+        .await?;
+    }
+    Ok(connected)
+}
+
+/// Binds the service's port first: a taken port fails start-up before any
+/// consumer joins its group.
+pub fn bind(settings: &HttpSettings) -> Result<TcpListener, StartupError> {
+    TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|source| {
+        StartupError::Bind {
+            address: format!("{}:{}", settings.host, settings.port),
+            source,
+        }
+    })
+}
+
+/// Runs `app` on `listener` with the settings' workers and grace. Shutdown
+/// is ours to decide (see [`Shutdown`]), not actix's signal handler's: when
+/// it fires, the server stops accepting and drains the requests in flight.
+pub fn serve<F, I, S, B>(
+    listener: TcpListener,
+    settings: &HttpSettings,
+    tasks: &Tasks,
+    shutdown: &Shutdown,
+    app: F,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, actix_http::Request>,
+    S: ServiceFactory<actix_http::Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as actix_web::dev::Service<actix_http::Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let server = HttpServer::new(app)
+        .workers(settings.workers())
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout_secs)
+        .listen(listener)?
+        .run();
+    let (handle, stop) = (server.handle(), shutdown.clone());
+    tasks.spawn("http-stop", async move {
+        stop.wait().await;
+        handle.stop(true).await;
+    });
+    Ok(server)
+}
+
+/// What the two internal services' HTTP servers share: only the gateway
+/// (holding the internal token) reaches their routes, every request has a
+/// root span and is counted, and errors have the JSON shape.
+pub struct InternalApi {
+    pub token: InternalToken,
+    pub metrics: HttpMetrics,
+    /// `/metrics` on the main port, unless served apart.
+    pub metrics_here: Option<prometheus::Registry>,
+    pub probes: Probes,
+    pub max_body_bytes: usize,
+}
+
+/// Serves an internal service: the shared [`InternalApi`] plus `routes`,
+/// which adds the service's own state and routes.
+pub fn serve_internal<C>(
+    listener: TcpListener,
+    settings: &HttpSettings,
+    api: InternalApi,
+    tasks: &Tasks,
+    shutdown: &Shutdown,
+    routes: C,
+) -> std::io::Result<Server>
+where
+    C: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let token = web::Data::new(api.token);
+    let probes = web::Data::new(api.probes);
+    let (metrics, registry, max_body) = (api.metrics, api.metrics_here, api.max_body_bytes);
+    serve(listener, settings, tasks, shutdown, move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(internal_auth::require))
+            .wrap(crate::request_span::middleware())
+            .wrap(metrics.clone())
+            .configure(crate::metrics::endpoint_if(registry.as_ref()))
+            .app_data(token.clone())
+            .app_data(probes.clone())
+            .app_data(http::json_config(max_body))
+            .app_data(http::path_config())
+            .configure(health_routes)
+            .configure(routes.clone())
+            .default_service(web::to(http::not_found))
+    })
+}
+
+/// Liveness and readiness, at the paths the manifests' probes use.
+pub fn health_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(HEALTH_PATH, web::get().to(http::healthz))
+        .route(READY_PATH, web::get().to(readyz));
+}
+
+async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
+    probes.check().await
+}
+
+/// The dependencies a service is ready only with. Checked side by side,
+/// each within [`PROBE_TIMEOUT`].
+#[derive(Clone)]
+pub struct Probes {
+    producer: EventProducer,
+    db: Option<DatabaseConnection>,
+    redis: Option<ConnectionManager>,
+}
+
+impl Probes {
+    pub fn new(producer: EventProducer) -> Self {
+        Self {
+            producer,
+            db: None,
+            redis: None,
+        }
+    }
+
+    pub fn with_db(mut self, db: DatabaseConnection) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    pub fn with_redis(mut self, redis: ConnectionManager) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
+    pub async fn check(&self) -> HttpResponse {
+        let database = async {
+            match &self.db {
+                Some(db) => Some(db::is_reachable(db, PROBE_TIMEOUT).await),
+                None => None,
+            }
+        };
+        let redis = async {
+            match &self.redis {
+                Some(redis) => Some(redis_conn::is_reachable(redis, PROBE_TIMEOUT).await),
+                None => None,
+            }
+        };
+        // librdkafka's metadata call blocks its thread: keep it off the workers.
+        let producer = self.producer.clone();
+        let kafka = tokio::time::timeout(
+            PROBE_TIMEOUT + Duration::from_millis(250),
+            tokio::task::spawn_blocking(move || producer.is_reachable(PROBE_TIMEOUT)),
+        );
+        let (database, redis, kafka) = tokio::join!(database, redis, kafka);
+        let kafka = matches!(kafka, Ok(Ok(true)));
+        let checks: Vec<(&str, bool)> = [("database", database), ("redis", redis)]
+            .into_iter()
+            .filter_map(|(name, up)| up.map(|up| (name, up)))
+            .chain([("kafka", kafka)])
+            .collect();
+        http::readiness(&checks)
+    }
+}
+
+/// Serves until shutdown (or until the server fails, which then shuts the
+/// rest down too, so the process never runs half-alive). Then: the HTTP
+/// server has drained; every task ends its round (consumers commit, relays
+/// finish, purchases in flight are enqueued or undone); the producer
+/// delivers what they produced. Returns only once all that is done.
+pub async fn run_until_stopped(
+    name: &'static str,
+    server: Server,
+    tasks: Tasks,
+    shutdown: Shutdown,
+    producer: EventProducer,
+) -> std::io::Result<()> {
+    let served = server.await;
+    shutdown.trigger();
+    let all_finished = tasks.finished(TASKS_GRACE).await;
+    flush(producer).await;
+    tracing::info!(service = name, all_finished, "stopped");
+    served
+}
+
+/// Delivers what the producer still holds, off the runtime's threads.
+pub async fn flush(producer: EventProducer) {
+    match tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "producer flush incomplete"),
+        Err(error) => tracing::error!(%error, "producer flush task failed"),
+    }
+}

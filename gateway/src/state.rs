@@ -1,0 +1,43 @@
+//! What a request handler may touch: one per process, shared by all workers.
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use seckill_common::kafka::EventProducer;
+use seckill_common::settings::{RedisSettings, Topics};
+use seckill_common::tasks::Tasks;
+
+use crate::clients::{InventoryClient, OrderClient};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::purchase_token::PurchaseTokens;
+use crate::sold_out::{SoldOutAnswer, SoldOutCache};
+
+pub struct AppState {
+    /// Shared by every worker; the purchase script uses `worker_redis`.
+    pub redis: ConnectionManager,
+    /// For the per-worker connections (see `worker_redis`).
+    pub redis_settings: RedisSettings,
+    pub producer: EventProducer,
+    pub topics: Topics,
+    pub sold_out: SoldOutCache,
+    /// The front door's answer, rendered once, and its request metrics
+    /// (it answers before the metrics middleware runs; see `front_door`).
+    pub sold_out_answer: SoldOutAnswer,
+    pub limits: Arc<Limits>,
+    pub inventory: InventoryClient,
+    pub orders: OrderClient,
+    pub metrics: Metrics,
+    pub purchase_tokens: PurchaseTokens,
+    /// Purchases past their script, undos and produces being resolved run
+    /// here, so that shutdown waits for them (`seckill_common::tasks`).
+    pub tasks: Tasks,
+    /// Bound on one Redis call made while serving a request.
+    pub redis_timeout: Duration,
+    /// How long an order of unknown outcome is produced again (`enqueue`).
+    pub unknown_outcome_resolve: Duration,
+    /// The whole-request deadline (also bounds the front door's body read).
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
