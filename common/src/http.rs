@@ -100,15 +100,34 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The JSON body every error answer carries: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `sold_out`, `rate_limited`, ...
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// The order the answer is about, when the client must look it up
+    /// (`order_outcome_unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
 impl ApiError {
-    /// The JSON body every error answer carries: `{"error":{"code","message"}}`.
     pub fn body(&self) -> serde_json::Value {
-        match &self.order_id {
-            None => json!({"error": {"code": self.code, "message": self.message}}),
-            Some(order_id) => json!({"error": {
-                "code": self.code, "message": self.message, "order_id": order_id,
-            }}),
-        }
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                order_id: self.order_id.clone(),
+            },
+        })
+        .unwrap_or_else(|_| json!({"error": {"code": self.code, "message": self.message}}))
     }
 }
 

@@ -18,7 +18,7 @@ pub const MAX_PAYMENT_WINDOW_SECS: i64 = 86_400;
 pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000;
 
 /// A sale's terms as sent, before validation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaleTermsRequest {
     pub name: String,

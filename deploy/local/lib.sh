@@ -67,6 +67,24 @@ ensure_deps() {
     export NISSHI_BIN
 }
 
+# schemathesis (PyPI, pinned) in a venv of its own: tests/tests/api_contract.rs
+# runs it against the gateway's OpenAPI document. Exports its path as
+# SECKILL_SCHEMATHESIS_BIN.
+SECKILL_SCHEMATHESIS_VERSION="${SECKILL_SCHEMATHESIS_VERSION:-4.32.5}"
+ensure_api_tools() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/seckill/api-tools"
+    if [ ! -x "$dir/bin/schemathesis" ] || [ "$(cat "$dir/.pins" 2>/dev/null)" != "$SECKILL_SCHEMATHESIS_VERSION" ]; then
+        command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+        log "installing schemathesis $SECKILL_SCHEMATHESIS_VERSION into $dir"
+        rm -rf "$dir"
+        python3 -m venv "$dir" || { apt_install python3-venv && python3 -m venv "$dir"; }
+        "$dir/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SECKILL_SCHEMATHESIS_VERSION"
+        echo "$SECKILL_SCHEMATHESIS_VERSION" >"$dir/.pins"
+    fi
+    SECKILL_SCHEMATHESIS_BIN="$dir/bin/schemathesis"
+    export SECKILL_SCHEMATHESIS_BIN
+}
+
 # ---------------------------------------------------------------- processes
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }

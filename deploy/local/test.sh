@@ -18,6 +18,7 @@
 #                                the broker by killing that pid (SIGTERM) and
 #                                starts it again with this command.
 #   SECKILL_TEST_BIN_DIR         where `cargo build` put the service binaries
+#   SECKILL_SCHEMATHESIS_BIN     schemathesis, for tests/tests/api_contract.rs
 # Storage is memory:// (SECKILL_TEST_BROKER_STORAGE=sqlite keeps topics across
 # a broker restart). SECKILL_TEST_THREADS (default 2) sets --test-threads;
 # SECKILL_KEEP_STATE=1 keeps the temporary directory.
@@ -42,6 +43,7 @@ for arg in "$@"; do
 done
 
 ensure_deps
+ensure_api_tools
 
 # Manifests and Dockerfiles first: seconds, and independent of the servers.
 # SECKILL_SKIP_MANIFESTS=1 skips them for a quick local loop (never in CI).

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use seckill_common::domain::{OrderId, SaleId, UserId};
 
+use crate::api::{OrderList, OrderView, ReconcileReport, SaleRecord};
 use crate::upstream::{Target, Upstream, UpstreamError};
 
 /// inventory-service: sales and reconciliation.
@@ -43,7 +44,7 @@ impl InventoryClient {
     }
 
     /// `None` when there is no such sale.
-    pub async fn sale(&self, id: &SaleId) -> Result<Option<Value>, UpstreamError> {
+    pub async fn sale(&self, id: &SaleId) -> Result<Option<SaleRecord>, UpstreamError> {
         let url = self.target.url(&format!("/internal/sales/{id}"));
         self.upstream
             .call::<(), _>(&self.target, Method::GET, &url, None)
@@ -51,7 +52,7 @@ impl InventoryClient {
     }
 
     /// Not retried: a run is cheap to ask for again, and the operator decides.
-    pub async fn reconcile(&self) -> Result<Option<Value>, UpstreamError> {
+    pub async fn reconcile(&self) -> Result<Option<ReconcileReport>, UpstreamError> {
         let url = self.target.url("/internal/reconcile");
         self.upstream
             .call_once::<(), _>(&self.target, Method::POST, &url, None)
@@ -83,7 +84,7 @@ impl OrderClient {
     }
 
     /// `None` when order-service has not persisted it (yet).
-    pub async fn order(&self, id: &OrderId) -> Result<Option<Value>, UpstreamError> {
+    pub async fn order(&self, id: &OrderId) -> Result<Option<OrderView>, UpstreamError> {
         let url = self.target.url(&format!("/internal/orders/{id}"));
         self.upstream
             .call::<(), _>(&self.target, Method::GET, &url, None)
@@ -91,7 +92,7 @@ impl OrderClient {
     }
 
     /// The user's orders, `{"orders": [...]}`.
-    pub async fn orders_of(&self, user: &UserId) -> Result<Option<Value>, UpstreamError> {
+    pub async fn orders_of(&self, user: &UserId) -> Result<Option<OrderList>, UpstreamError> {
         let mut url = reqwest::Url::parse(&self.target.url("/internal/orders"))
             .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
         url.query_pairs_mut().append_pair("user_id", user.as_str());
@@ -102,7 +103,11 @@ impl OrderClient {
 
     /// Once: a repeat would be safe (same key), but stacking provider
     /// timeouts here would only outlast the client's patience.
-    pub async fn pay(&self, id: &OrderId, body: &Value) -> Result<Option<Value>, UpstreamError> {
+    pub async fn pay(
+        &self,
+        id: &OrderId,
+        body: &Value,
+    ) -> Result<Option<OrderView>, UpstreamError> {
         let url = self.target.url(&format!("/internal/orders/{id}/pay"));
         self.upstream
             .call_once(&self.target, Method::POST, &url, Some(body))
@@ -110,7 +115,11 @@ impl OrderClient {
     }
 
     /// Idempotent, so retried like a read.
-    pub async fn cancel(&self, id: &OrderId, body: &Value) -> Result<Option<Value>, UpstreamError> {
+    pub async fn cancel(
+        &self,
+        id: &OrderId,
+        body: &Value,
+    ) -> Result<Option<OrderView>, UpstreamError> {
         let url = self.target.url(&format!("/internal/orders/{id}/cancel"));
         self.upstream
             .call(&self.target, Method::POST, &url, Some(body))

@@ -5,6 +5,7 @@
 //! before the client hears 202. Everything after that is asynchronous. Once
 //! a sale is known to be sold out, [`front_door`] answers its purchases
 //! before any of that runs.
+pub mod api;
 pub mod auth;
 pub mod client_ip;
 pub mod clients;

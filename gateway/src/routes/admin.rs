@@ -5,9 +5,10 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use seckill_common::domain::SaleId;
-use seckill_common::http::ApiError;
+use seckill_common::http::{ApiError, ErrorBody};
 use seckill_common::sale_terms::{SaleTerms, SaleTermsRequest};
 
+use crate::api::{ReconcileReport, SaleRecord};
 use crate::auth::Admin;
 use crate::state::AppState;
 
@@ -20,6 +21,18 @@ pub struct NewSale {
     terms: SaleTerms,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/sales",
+    tag = "admin",
+    security(("admin" = [])),
+    request_body = SaleTermsRequest,
+    responses(
+        (status = 201, description = "Created, with its stock in Redis", body = SaleRecord),
+        (status = "4XX", description = "Refused: `error.code` says why (422 `invalid_sale`)", body = ErrorBody),
+        (status = 503, description = "inventory-service is unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn create_sale(
     _: Admin,
     state: web::Data<AppState>,
@@ -47,6 +60,17 @@ pub async fn create_sale(
 
 /// Runs reconciliation now on inventory-service and answers its report
 /// (what it found and repaired; README, "Reconciliation").
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/reconcile",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "What reconciliation found and repaired", body = ReconcileReport),
+        (status = "4XX", description = "Refused: `error.code` says why (409 `reconcile_busy`)", body = ErrorBody),
+        (status = 503, description = "inventory-service is unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn reconcile(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = state
         .inventory

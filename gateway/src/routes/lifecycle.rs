@@ -5,8 +5,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use seckill_common::domain::{IdempotencyKey, OrderId};
-use seckill_common::http::ApiError;
+use seckill_common::http::{ApiError, ErrorBody};
 
+use crate::api::{OrderList, OrderView};
 use crate::auth::AuthenticatedUser;
 use crate::state::AppState;
 
@@ -41,6 +42,22 @@ fn idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
 /// `payment_declined` (still payable); 409 `order_not_payable`; 504
 /// `payment_timeout` (repeat with the same key). A repeat with the same
 /// Idempotency-Key gets the first final answer and is never charged again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{order_id}/pay",
+    tag = "shop",
+    security(("user" = [])),
+    params(
+        ("order_id" = String, Path, description = "The order's id"),
+        ("Idempotency-Key" = String, Header, description = "1-128 printable ASCII characters; repeat it on retry", pattern = "^[!-~]{1,128}$"),
+    ),
+    responses(
+        (status = 200, description = "The order, paid", body = OrderView),
+        (status = "4XX", description = "Refused: `error.code` says why (402 `payment_declined`, 409 `order_not_payable`)", body = ErrorBody),
+        (status = 503, description = "A backing service is unavailable; retry with the same key", body = ErrorBody),
+        (status = 504, description = "`payment_timeout`: retry with the same key", body = ErrorBody),
+    )
+)]
 pub async fn pay_order(
     req: HttpRequest,
     path: web::Path<String>,
@@ -57,6 +74,18 @@ pub async fn pay_order(
 
 /// `POST /api/v1/orders/{id}/cancel`: 200 with the cancelled order (also for
 /// a repeat); 409 `order_not_cancellable` once it is paid, expired or failed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{order_id}/cancel",
+    tag = "shop",
+    security(("user" = [])),
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order, cancelled", body = OrderView),
+        (status = "4XX", description = "Refused: `error.code` says why (409 `order_not_cancellable`)", body = ErrorBody),
+        (status = 503, description = "A backing service is unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn cancel_order(
     path: web::Path<String>,
     AuthenticatedUser(user): AuthenticatedUser,
@@ -71,6 +100,17 @@ pub async fn cancel_order(
 
 /// `GET /api/v1/users/me/orders`: `{"orders": [...]}`, newest first. Orders
 /// still `queued` (not yet persisted) are not listed; `GET /orders/{id}` shows them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/orders",
+    tag = "shop",
+    security(("user" = [])),
+    responses(
+        (status = 200, description = "The user's orders, newest first", body = OrderList),
+        (status = "4XX", description = "Refused: `error.code` says why", body = ErrorBody),
+        (status = 503, description = "A backing service is unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn my_orders(
     AuthenticatedUser(user): AuthenticatedUser,
     state: web::Data<AppState>,
@@ -80,6 +120,6 @@ pub async fn my_orders(
         .orders
         .orders_of(&user)
         .await?
-        .unwrap_or_else(|| json!({"orders": []}));
+        .unwrap_or(OrderList { orders: Vec::new() });
     Ok(HttpResponse::Ok().json(listed))
 }

@@ -1,8 +1,9 @@
 //! The public HTTP API. Every error is `{"error":{"code","message"}}`.
-mod admin;
-mod lifecycle;
-mod orders;
-mod sales;
+pub mod admin;
+pub mod lifecycle;
+mod openapi;
+pub mod orders;
+pub mod sales;
 
 use actix_web::web;
 
@@ -10,6 +11,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(seckill_common::service::health_routes)
         .service(
             web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi::openapi_json))
                 .route("/admin/sales", web::post().to(admin::create_sale))
                 .route("/sales/{sale_id}", web::get().to(sales::get_sale))
                 .route(

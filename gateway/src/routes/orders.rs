@@ -3,14 +3,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
 use tracing::Instrument;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
-use seckill_common::http::ApiError;
+use seckill_common::http::{ApiError, ErrorBody};
 use seckill_common::redis_conn;
 use seckill_common::stock::{self, SaleKeys};
 
+use crate::api::{Accepted, OrderState, OrderView};
 use crate::auth::AuthenticatedUser;
 use crate::enqueue::{enqueue, Order};
 use crate::purchase::{self, Decision};
@@ -18,9 +18,11 @@ use crate::state::AppState;
 
 /// `{}` or `{"quantity": n}`. Unknown fields are refused, not ignored: a
 /// client that sends `{"qty": 5}` must learn it bought one unit, not five.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseBody {
+    /// Units to buy: 1 when absent, at most the sale's per-user limit.
+    #[schema(minimum = 1, maximum = 100)]
     quantity: Option<i64>,
 }
 
@@ -86,6 +88,23 @@ fn purchase_token(
         })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sales/{sale_id}/orders",
+    tag = "shop",
+    security(("user" = [])),
+    params(
+        ("sale_id" = String, Path, description = "The sale's id"),
+        ("X-Purchase-Token" = Option<String>, Header, description = "Required by sales that ask for a purchase token"),
+    ),
+    request_body = PurchaseBody,
+    responses(
+        (status = 202, description = "Reserved and queued: the order will be created", body = Accepted),
+        (status = "4XX", description = "Refused: `error.code` says why (409 `already_purchased`, 410 `sold_out`, 429 `rate_limited`, ...)", body = ErrorBody),
+        (status = 503, description = "Nothing was reserved; retry", body = ErrorBody),
+        (status = 504, description = "`order_outcome_unknown`: follow `error.order_id`, do not buy again", body = ErrorBody),
+    )
+)]
 pub async fn place_order(
     req: HttpRequest,
     path: web::Path<String>,
@@ -146,7 +165,10 @@ pub async fn place_order(
     match decision {
         Decision::Accepted { .. } => {
             tracing::info!(order_id = %order_id, "purchase accepted and queued");
-            Ok(HttpResponse::Accepted().json(json!({"order_id": order_id, "status": "queued"})))
+            Ok(HttpResponse::Accepted().json(Accepted {
+                order_id: order_id.to_string(),
+                status: OrderState::Queued,
+            }))
         }
         Decision::SoldOut => {
             state.sold_out.mark(&sale);
@@ -233,6 +255,18 @@ async fn reserve(
 
 /// Owner only. An order no service has persisted yet is `queued` while its
 /// reservation sits in the sale's buyers hash.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{order_id}",
+    tag = "shop",
+    security(("user" = [])),
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order (`queued` until order-service has it)", body = OrderView),
+        (status = "4XX", description = "Refused: `error.code` says why", body = ErrorBody),
+        (status = 503, description = "A backing service is unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn get_order(
     path: web::Path<String>,
     AuthenticatedUser(user): AuthenticatedUser,
@@ -244,7 +278,7 @@ pub async fn get_order(
     let persisted = state.orders.order(&order_id).await?;
     if let Some(order) = persisted {
         // Someone else's order is indistinguishable from no order.
-        if order["user_id"].as_str() != Some(user.as_str()) {
+        if order.user_id != user.as_str() {
             return Err(not_found());
         }
         return Ok(HttpResponse::Ok().json(order));
@@ -264,22 +298,23 @@ pub async fn get_order(
     )
     .await
     .map_err(stock_store_down)?;
-    if holder.as_deref() != Some(id.as_str()) {
-        if !void {
-            return Err(not_found());
-        }
-        return Ok(HttpResponse::Ok().json(json!({
-            "order_id": order_id,
-            "sale_id": order_id.sale_id(),
-            "user_id": user,
-            "status": "failed",
-            "reason": "not_enqueued",
-        })));
-    }
-    Ok(HttpResponse::Ok().json(json!({
-        "order_id": order_id,
-        "sale_id": order_id.sale_id(),
-        "user_id": user,
-        "status": "queued",
-    })))
+    let (status, reason) = match (holder.as_deref() == Some(id.as_str()), void) {
+        (true, _) => (OrderState::Queued, None),
+        (false, true) => (OrderState::Failed, Some("not_enqueued".to_owned())),
+        (false, false) => return Err(not_found()),
+    };
+    Ok(HttpResponse::Ok().json(OrderView {
+        order_id: id,
+        sale_id: order_id.sale_id().to_string(),
+        user_id: user.to_string(),
+        status,
+        reason,
+        quantity: None,
+        created_at: None,
+        updated_at: None,
+        expires_at: None,
+        amount_cents: None,
+        payment_ref: None,
+        paid_at: None,
+    }))
 }

@@ -1,0 +1,143 @@
+//! The public API's answers, as types: the handlers build them, and the
+//! OpenAPI document (`routes::openapi`) is generated from them, so the two
+//! cannot drift. Answers passed on from inventory-service and order-service
+//! are decoded into them first: a backing service that changed its shape
+//! fails loudly here, not in a client.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Where a sale is in its life, by the server's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleStatus {
+    Upcoming,
+    Active,
+    Ended,
+}
+
+impl SaleStatus {
+    pub fn at(now: DateTime<Utc>, starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Self {
+        if now < starts_at {
+            Self::Upcoming
+        } else if now >= ends_at {
+            Self::Ended
+        } else {
+            Self::Active
+        }
+    }
+}
+
+/// A sale as shoppers see it. `stock_remaining` is never negative.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SaleView {
+    pub sale_id: String,
+    pub name: String,
+    pub stock: i64,
+    pub stock_remaining: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub per_user_limit: i64,
+    pub require_purchase_token: bool,
+    pub status: SaleStatus,
+}
+
+/// A sale as inventory-service stores it: the answer to its creation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SaleRecord {
+    pub sale_id: String,
+    pub name: String,
+    pub stock: i64,
+    pub stock_remaining: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub per_user_limit: i64,
+    pub require_purchase_token: bool,
+    pub payment_window_secs: i64,
+    pub unit_price_cents: i64,
+}
+
+impl SaleRecord {
+    pub fn view(self, now: DateTime<Utc>) -> SaleView {
+        SaleView {
+            status: SaleStatus::at(now, self.starts_at, self.ends_at),
+            sale_id: self.sale_id,
+            name: self.name,
+            stock: self.stock,
+            stock_remaining: self.stock_remaining.max(0),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            per_user_limit: self.per_user_limit,
+            require_purchase_token: self.require_purchase_token,
+        }
+    }
+}
+
+/// Where an order is: `queued` until order-service has it, then its
+/// lifecycle; `failed` when it was refused or never enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    Queued,
+    Created,
+    Paid,
+    Cancelled,
+    Expired,
+    Failed,
+}
+
+/// An order. A `queued` order has only its ids and status; the rest comes
+/// once order-service has persisted it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub status: OrderState,
+    /// Why it failed (`failed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The end of the payment window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_cents: Option<i64>,
+    /// The payment provider's reference, once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// The user's orders, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<OrderView>,
+}
+
+/// `202`: the unit is reserved and the order is on its way.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub order_id: String,
+    pub status: OrderState,
+}
+
+/// A purchase token, to send as the `header` named here.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PurchaseToken {
+    pub sale_id: String,
+    pub purchase_token: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub header: String,
+}
+
+/// What reconciliation found and repaired (README, "Reconciliation").
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct ReconcileReport(pub serde_json::Value);
