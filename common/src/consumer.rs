@@ -94,7 +94,7 @@ enum Outcome {
 impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
     pub async fn run(self, shutdown: Shutdown) {
         let max = self.settings.batch_max;
-        let linger = Duration::from_millis(self.settings.batch_linger_ms);
+        let linger = self.settings.batch_linger;
         let outage = Backoff::OUTAGE;
         let mut recv_errors = 0u32;
         while !shutdown.is_triggered() {

@@ -9,12 +9,12 @@ use crate::settings::DatabaseSettings;
 /// `statement_timeout`, so a stuck database surfaces as an error instead of a hang.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.url.expose());
-    let statement_timeout = settings.statement_timeout_ms.to_string();
+    let statement_timeout = settings.statement_timeout.as_millis().to_string();
     options
         .max_connections(settings.max_connections)
         .min_connections(1)
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-        .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .connect_timeout(settings.connect_timeout)
+        .acquire_timeout(settings.connect_timeout)
         .sqlx_logging(false)
         .map_sqlx_postgres_opts(move |pg| {
             pg.options([("statement_timeout", statement_timeout.as_str())])

@@ -44,22 +44,19 @@ pub struct EventProducer {
 
 impl EventProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let timeout = Duration::from_millis(settings.produce_timeout_ms);
+        let timeout = settings.produce_timeout;
         let inner: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             // Exactly one copy per produce, in order, even across librdkafka's retries.
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
-            .set("linger.ms", settings.linger_ms.to_string())
+            .set("linger.ms", millis(settings.linger))
             // librdkafka retries with backoff inside this bound; then the send fails.
-            .set(
-                "message.timeout.ms",
-                settings.produce_timeout_ms.to_string(),
-            )
+            .set("message.timeout.ms", millis(settings.produce_timeout))
             .set(
                 "request.timeout.ms",
-                settings.produce_timeout_ms.min(30_000).to_string(),
+                millis(settings.produce_timeout.min(Duration::from_secs(30))),
             )
             .set("retry.backoff.ms", "50")
             .set("retry.backoff.max.ms", "500")
@@ -169,6 +166,11 @@ impl EventProducer {
     }
 }
 
+/// A duration as librdkafka's `*.ms` properties take it.
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
 /// How often librdkafka reports statistics (consumer lag among them).
 const STATISTICS_INTERVAL_MS: &str = "5000";
 
@@ -219,10 +221,7 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<EventConsume
         .set("auto.offset.reset", "earliest")
         .set("fetch.min.bytes", settings.fetch_min_bytes.to_string())
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout_ms.to_string(),
-        )
+        .set("session.timeout.ms", millis(settings.session_timeout))
         .set("socket.timeout.ms", "3000")
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "2000")

@@ -15,8 +15,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(settings.url.expose())?;
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
-        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.response_timeout))
         .set_number_of_retries(3)
         .set_min_delay(Duration::from_secs(1))
         .set_exponent_base(2.0)

@@ -6,6 +6,7 @@
 //! nested ones (e.g. `SECKILL_KAFKA__BROKERS`). `SECKILL_CONFIG` names the file.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize, Serializer};
 
@@ -101,6 +102,23 @@ pub fn env_var_names<T: Serialize>(defaults: &T) -> Vec<String> {
     out
 }
 
+/// Durations in settings are whole milliseconds in files and variables
+/// (`*_MS`: unambiguous in an env var), and `Duration`s in the code, so no
+/// call site converts: `#[serde(rename = "x_ms", with = "millis")] x: Duration`.
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 pub fn invalid(msg: impl Into<String>) -> SettingsError {
     SettingsError::Invalid(msg.into())
 }
@@ -117,19 +135,23 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication_factor: i32,
     /// How long one produce may take, librdkafka's own retries included.
-    pub produce_timeout_ms: u64,
+    #[serde(rename = "produce_timeout_ms", with = "crate::settings::millis")]
+    pub produce_timeout: Duration,
     /// Producer batching window: a few ms buys large batches at flash-sale rates.
-    pub linger_ms: u64,
+    #[serde(rename = "linger_ms", with = "crate::settings::millis")]
+    pub linger: Duration,
     /// Consumer batch: up to this many messages...
     pub batch_max: usize,
     /// ...or whatever arrived within this window.
-    pub batch_linger_ms: u64,
+    #[serde(rename = "batch_linger_ms", with = "crate::settings::millis")]
+    pub batch_linger: Duration,
     /// A consumer's fetch waits for this many bytes (librdkafka `fetch.min.bytes`)...
     pub fetch_min_bytes: u32,
     /// ...or this long (`fetch.wait.max.ms`). Fewer, fuller fetches cost the
     /// broker far less per message than one fetch per trickle of messages.
     pub fetch_wait_max_ms: u32,
-    pub session_timeout_ms: u64,
+    #[serde(rename = "session_timeout_ms", with = "crate::settings::millis")]
+    pub session_timeout: Duration,
     /// Attempts at one message that fails for a reason other than an outage
     /// before it goes to the dead-letter topic.
     pub max_attempts: u32,
@@ -142,13 +164,13 @@ impl Default for KafkaSettings {
             topic_prefix: "seckill.".into(),
             partitions: 6,
             replication_factor: 1,
-            produce_timeout_ms: 3_000,
-            linger_ms: 2,
+            produce_timeout: Duration::from_millis(3_000),
+            linger: Duration::from_millis(2),
             batch_max: 500,
-            batch_linger_ms: 5,
+            batch_linger: Duration::from_millis(5),
             fetch_min_bytes: 1,
             fetch_wait_max_ms: 500,
-            session_timeout_ms: 10_000,
+            session_timeout: Duration::from_millis(10_000),
             max_attempts: 3,
         }
     }
@@ -167,7 +189,7 @@ impl KafkaSettings {
                 "kafka.replication_factor, batch_max and max_attempts must be positive",
             ));
         }
-        if self.produce_timeout_ms < 100 {
+        if self.produce_timeout < Duration::from_millis(100) {
             return Err(invalid("kafka.produce_timeout_ms must be at least 100"));
         }
         Ok(())
@@ -215,16 +237,18 @@ impl Topics {
 #[serde(default)]
 pub struct RedisSettings {
     pub url: Secret,
-    pub connect_timeout_ms: u64,
-    pub response_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", with = "crate::settings::millis")]
+    pub connect_timeout: Duration,
+    #[serde(rename = "response_timeout_ms", with = "crate::settings::millis")]
+    pub response_timeout: Duration,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: Secret::from("redis://127.0.0.1:6379"),
-            connect_timeout_ms: 1_000,
-            response_timeout_ms: 500,
+            connect_timeout: Duration::from_millis(1_000),
+            response_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -235,9 +259,11 @@ pub struct DatabaseSettings {
     /// `postgres://user:password@host:port/db`. A secret: it holds the password.
     pub url: Secret,
     pub max_connections: u32,
-    pub connect_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", with = "crate::settings::millis")]
+    pub connect_timeout: Duration,
     /// Bounds every statement, so a stuck database surfaces as an error.
-    pub statement_timeout_ms: u64,
+    #[serde(rename = "statement_timeout_ms", with = "crate::settings::millis")]
+    pub statement_timeout: Duration,
     /// Run migrations at start (the migrate subcommand does it for a Job).
     pub migrate_on_start: bool,
 }
@@ -247,8 +273,8 @@ impl Default for DatabaseSettings {
         Self {
             url: Secret::from("postgres://postgres:postgres@127.0.0.1:5432/seckill"),
             max_connections: 10,
-            connect_timeout_ms: 3_000,
-            statement_timeout_ms: 5_000,
+            connect_timeout: Duration::from_millis(3_000),
+            statement_timeout: Duration::from_millis(5_000),
             migrate_on_start: true,
         }
     }
@@ -310,6 +336,15 @@ impl Default for HttpSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_milliseconds_under_their_ms_names() {
+        let k: KafkaSettings = serde_json::from_str(r#"{"produce_timeout_ms": 1234}"#).unwrap();
+        assert_eq!(k.produce_timeout, Duration::from_millis(1234));
+        let back = serde_json::to_value(&k).unwrap();
+        assert_eq!(back["produce_timeout_ms"], 1234);
+        assert!(back.get("produce_timeout").is_none());
+    }
 
     #[test]
     fn defaults_are_valid_and_topics_share_the_prefix() {

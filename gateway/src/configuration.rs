@@ -1,5 +1,7 @@
 //! The gateway's typed settings: defaults, then `SECKILL_CONFIG` file, then
 //! `SECKILL_*` environment variables; validated before anything starts.
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use seckill_common::settings::{
@@ -28,7 +30,11 @@ pub struct Settings {
     /// Base URL of order-service's internal API (order status).
     pub order_url: String,
     /// Timeout of one internal HTTP call; retried with backoff.
-    pub upstream_timeout_ms: u64,
+    #[serde(
+        rename = "upstream_timeout_ms",
+        with = "seckill_common::settings::millis"
+    )]
+    pub upstream_timeout: Duration,
     pub rate_limit: RateLimitSettings,
     /// Largest accepted request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
@@ -36,12 +42,20 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// How long a sold-out answer is served from memory without asking Redis.
     /// Short, so stock that comes back is sold again quickly.
-    pub sold_out_cache_ms: u64,
+    #[serde(
+        rename = "sold_out_cache_ms",
+        with = "seckill_common::settings::millis"
+    )]
+    pub sold_out_cache: Duration,
     /// Whole-request deadline, body read included (actix's own
     /// `client_request_timeout` covers only the head): a slow or stuck
     /// request answers 503 instead of holding an in-flight slot. Above the
     /// produce timeout, so it never cuts a purchase between Redis and Kafka.
-    pub request_timeout_ms: u64,
+    #[serde(
+        rename = "request_timeout_ms",
+        with = "seckill_common::settings::millis"
+    )]
+    pub request_timeout: Duration,
     /// Lifetime of a purchase token (anti-bot step), in seconds.
     pub purchase_token_ttl_secs: u64,
     /// How long before a sale starts its purchase tokens are handed out.
@@ -49,9 +63,13 @@ pub struct Settings {
     /// How long the gateway keeps producing an order whose first produce
     /// had no answer (outcome unknown, 504 `order_outcome_unknown`), until
     /// the broker acknowledges it. This plus `kafka.produce_timeout_ms` is
-    /// inventory-service's `reconcile.gateway_produce_window_ms`, which its
+    /// inventory-service's `reconcile.gateway_produce_window`, which its
     /// re-warm delay and orphan grace period must cover.
-    pub unknown_outcome_resolve_ms: u64,
+    #[serde(
+        rename = "unknown_outcome_resolve_ms",
+        with = "seckill_common::settings::millis"
+    )]
+    pub unknown_outcome_resolve: Duration,
     /// Accept the published development secrets (the defaults of
     /// `jwt_secret` and `admin_token`). Off unless set: a deployment that
     /// forgot its secrets fails to start instead of running on public ones.
@@ -99,15 +117,15 @@ impl Default for Settings {
             jwt_leeway_secs: 5,
             inventory_url: "http://127.0.0.1:8081".into(),
             order_url: "http://127.0.0.1:8082".into(),
-            upstream_timeout_ms: 2_000,
+            upstream_timeout: Duration::from_millis(2_000),
             rate_limit: RateLimitSettings::default(),
             max_body_bytes: 4 * 1024,
             max_in_flight: 4_096,
-            sold_out_cache_ms: 200,
-            request_timeout_ms: 10_000,
+            sold_out_cache: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(10_000),
             purchase_token_ttl_secs: 30,
             purchase_token_lead_secs: 60,
-            unknown_outcome_resolve_ms: 10_000,
+            unknown_outcome_resolve: Duration::from_millis(10_000),
             dev_mode: false,
         }
     }
@@ -135,12 +153,12 @@ impl Settings {
         if self.max_body_bytes == 0 || self.max_in_flight == 0 {
             return Err(invalid("max_body_bytes and max_in_flight must be positive"));
         }
-        if self.request_timeout_ms <= self.kafka.produce_timeout_ms {
+        if self.request_timeout <= self.kafka.produce_timeout {
             return Err(invalid(
                 "request_timeout_ms must exceed kafka.produce_timeout_ms",
             ));
         }
-        if self.unknown_outcome_resolve_ms < self.kafka.produce_timeout_ms {
+        if self.unknown_outcome_resolve < self.kafka.produce_timeout {
             return Err(invalid(
                 "unknown_outcome_resolve_ms must be at least kafka.produce_timeout_ms",
             ));

@@ -2,7 +2,6 @@
 //! `main` and the tests start exactly the same thing. What every service
 //! shares is in `seckill_common::service`.
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App};
@@ -64,10 +63,10 @@ impl Application {
         let registry = metrics.registry.clone();
         let http_metrics = HttpMetrics::new(&registry)?;
         let upstream = Upstream::new(
-            Duration::from_millis(settings.upstream_timeout_ms),
+            settings.upstream_timeout,
             &InternalToken::new(&settings.internal_token),
         )?;
-        let request_timeout = Duration::from_millis(settings.request_timeout_ms);
+        let request_timeout = settings.request_timeout;
         let admission = web::Data::new(Admission {
             limits: limits.clone(),
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
@@ -79,7 +78,7 @@ impl Application {
             redis_settings: settings.redis.clone(),
             producer: producer.clone(),
             topics: settings.kafka.topics(),
-            sold_out: SoldOutCache::new(Duration::from_millis(settings.sold_out_cache_ms)),
+            sold_out: SoldOutCache::new(settings.sold_out_cache),
             sold_out_answer: SoldOutAnswer::new(&http_metrics)?,
             limits,
             inventory: InventoryClient::new(upstream.clone(), &settings.inventory_url),
@@ -91,8 +90,8 @@ impl Application {
                 settings.purchase_token_lead_secs,
             ),
             tasks: tasks.clone(),
-            redis_timeout: Duration::from_millis(settings.redis.response_timeout_ms),
-            unknown_outcome_resolve: Duration::from_millis(settings.unknown_outcome_resolve_ms),
+            redis_timeout: settings.redis.response_timeout,
+            unknown_outcome_resolve: settings.unknown_outcome_resolve,
             request_timeout,
             max_body_bytes: settings.max_body_bytes,
         });

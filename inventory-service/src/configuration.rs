@@ -1,5 +1,7 @@
 //! inventory-service's typed settings: defaults, then `SECKILL_CONFIG` file, then
 //! `SECKILL_*` environment variables; validated before anything starts.
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use seckill_common::settings::{
@@ -33,10 +35,12 @@ pub struct Settings {
 #[serde(default)]
 pub struct SweepSettings {
     /// How often to look.
-    pub interval_ms: u64,
+    #[serde(rename = "interval_ms", with = "seckill_common::settings::millis")]
+    pub interval: Duration,
     /// A reservation unconfirmed for this long is announced again: far
     /// longer than order-service takes to apply a `StockReserved`.
-    pub after_ms: u64,
+    #[serde(rename = "after_ms", with = "seckill_common::settings::millis")]
+    pub after: Duration,
     /// Announcements without a confirmation before its units are given back.
     pub max_attempts: u32,
     /// Reservations per round.
@@ -49,8 +53,8 @@ pub struct SweepSettings {
 impl Default for SweepSettings {
     fn default() -> Self {
         Self {
-            interval_ms: 30_000,
-            after_ms: 120_000,
+            interval: Duration::from_millis(30_000),
+            after: Duration::from_millis(120_000),
             max_attempts: 10,
             batch: 500,
             order_service_group: "order-service".into(),
@@ -64,38 +68,47 @@ impl Default for SweepSettings {
 #[serde(default)]
 pub struct ReconcileSettings {
     /// Full comparison of every unfinished sale, this often.
-    pub interval_ms: u64,
+    #[serde(rename = "interval_ms", with = "seckill_common::settings::millis")]
+    pub interval: Duration,
     /// How long a Redis buyer without a reservation must have been seen
     /// (by this service's clock) before it may count as orphaned, and then
     /// only once the reservation consumer has caught up (`reconcile::plan`).
     /// At least `gateway_produce_window_ms`; consumer lag does not matter.
-    pub grace_ms: u64,
+    #[serde(rename = "grace_ms", with = "seckill_common::settings::millis")]
+    pub grace: Duration,
     /// The longest a gateway may still be producing an order after its
     /// purchase script ran: the gateways' `kafka.produce_timeout_ms` plus
     /// their `unknown_outcome_resolve_ms`. The re-warm delay and the grace
     /// period must cover it.
-    pub gateway_produce_window_ms: u64,
+    #[serde(
+        rename = "gateway_produce_window_ms",
+        with = "seckill_common::settings::millis"
+    )]
+    pub gateway_produce_window: Duration,
     /// How often to look for sales whose Redis hash is missing (Redis lost it).
-    pub rewarm_check_ms: u64,
+    #[serde(rename = "rewarm_check_ms", with = "seckill_common::settings::millis")]
+    pub rewarm_check: Duration,
     /// Sales that ended less than this long ago are still reconciled (not
     /// re-warmed): an orphan's unit and order id are settled after the end.
-    pub after_end_ms: u64,
+    #[serde(rename = "after_end_ms", with = "seckill_common::settings::millis")]
+    pub after_end: Duration,
     /// A missing sale is re-warmed no sooner than this after it was found
     /// missing, and only once the reservation consumer has caught up: at
     /// least `gateway_produce_window_ms`, so every order the lost Redis
     /// accepted has been produced, and is in PostgreSQL by then.
-    pub rewarm_delay_ms: u64,
+    #[serde(rename = "rewarm_delay_ms", with = "seckill_common::settings::millis")]
+    pub rewarm_delay: Duration,
 }
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
         Self {
-            interval_ms: 60_000,
-            grace_ms: 60_000,
-            gateway_produce_window_ms: 13_000,
-            rewarm_check_ms: 1_000,
-            after_end_ms: 3_600_000,
-            rewarm_delay_ms: 15_000,
+            interval: Duration::from_millis(60_000),
+            grace: Duration::from_millis(60_000),
+            gateway_produce_window: Duration::from_millis(13_000),
+            rewarm_check: Duration::from_millis(1_000),
+            after_end: Duration::from_millis(3_600_000),
+            rewarm_delay: Duration::from_millis(15_000),
         }
     }
 }
@@ -145,23 +158,21 @@ impl Settings {
             ));
         }
         let r = &self.reconcile;
-        if r.interval_ms == 0 || r.rewarm_check_ms == 0 {
+        if r.interval.is_zero() || r.rewarm_check.is_zero() {
             return Err(settings::invalid(
-                "reconcile.interval_ms and reconcile.rewarm_check_ms must be positive",
+                "reconcile.interval and reconcile.rewarm_check must be positive",
             ));
         }
         let w = &self.sweep;
-        if w.interval_ms == 0 || w.after_ms == 0 || w.max_attempts == 0 || w.batch == 0 {
+        if w.interval.is_zero() || w.after.is_zero() || w.max_attempts == 0 || w.batch == 0 {
             return Err(settings::invalid(
-                "sweep.interval_ms, after_ms, max_attempts and batch must be positive",
+                "sweep.interval, after_ms, max_attempts and batch must be positive",
             ));
         }
-        if r.rewarm_delay_ms < r.gateway_produce_window_ms
-            || r.grace_ms < r.gateway_produce_window_ms
-        {
+        if r.rewarm_delay < r.gateway_produce_window || r.grace < r.gateway_produce_window {
             return Err(settings::invalid(
-                "reconcile.rewarm_delay_ms and reconcile.grace_ms must be at least \
-                 reconcile.gateway_produce_window_ms (the gateways' produce timeout plus \
+                "reconcile.rewarm_delay and reconcile.grace must be at least \
+                 reconcile.gateway_produce_window (the gateways' produce timeout plus \
                  their unknown_outcome_resolve_ms)",
             ));
         }
@@ -186,11 +197,11 @@ mod tests {
     fn the_rewarm_delay_and_grace_cover_the_gateways_produce_window() {
         assert!(Settings::default().validate().is_ok());
         let mut s = Settings::default();
-        s.reconcile.gateway_produce_window_ms = 20_000;
+        s.reconcile.gateway_produce_window = Duration::from_millis(20_000);
         assert!(s.validate().is_err(), "15 s delay < 20 s window");
-        s.reconcile.rewarm_delay_ms = 20_000;
+        s.reconcile.rewarm_delay = Duration::from_millis(20_000);
         assert!(s.validate().is_ok());
-        s.reconcile.grace_ms = 19_999;
+        s.reconcile.grace = Duration::from_millis(19_999);
         assert!(s.validate().is_err(), "grace < window");
     }
 }

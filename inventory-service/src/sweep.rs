@@ -5,9 +5,9 @@
 //! followed. If that never happened (the message was dead-lettered by an
 //! error since fixed, a bug, an operator's mistake), the unit stays held by
 //! an order nobody can see, pay or cancel: it never expires and is never
-//! sold again. So every `sweep.interval_ms` this task takes reservations
+//! sold again. So every `sweep.interval` this task takes reservations
 //! still `reserved`, never confirmed (no `OrderCreated` seen, see
-//! `compensation`) and older than `sweep.after_ms`, and announces
+//! `compensation`) and older than `sweep.after`, and announces
 //! `StockReserved` again: the same event, which order-service applies once
 //! (it is idempotent on the order id). After `sweep.max_attempts`
 //! announcements without a confirmation the unit is given back, in
@@ -22,7 +22,6 @@
 //! Replicas share the work: each round claims its rows with
 //! `FOR UPDATE SKIP LOCKED`.
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::join_all;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -145,7 +144,7 @@ impl Sweeper {
 
     /// Sweeps every `interval_ms` until shutdown.
     pub async fn run(self, shutdown: Shutdown) {
-        let period = Duration::from_millis(self.settings.interval_ms);
+        let period = self.settings.interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -162,7 +161,7 @@ impl Sweeper {
 
     /// One round. Returns how many reservations it handled.
     pub async fn sweep_once(&self) -> Result<usize, SweepError> {
-        let after = self.settings.after_ms as f64 / 1000.0;
+        let after = self.settings.after.as_secs_f64();
         let rows = self
             .db
             .query_all(Statement::from_sql_and_values(

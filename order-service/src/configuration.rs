@@ -1,5 +1,7 @@
 //! order-service's typed settings: defaults, then `SECKILL_CONFIG` file, then
 //! `SECKILL_*` environment variables; validated before anything starts.
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use seckill_common::settings::{
@@ -33,14 +35,17 @@ pub struct PaymentSettings {
     pub mode: PaymentMode,
     /// Bound on one charge or refund; past it the outcome is unknown and the
     /// client retries with the same Idempotency-Key.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", with = "seckill_common::settings::millis")]
+    pub timeout: Duration,
     /// How long the fake takes to answer (to widen races in tests).
-    pub latency_ms: u64,
+    #[serde(rename = "latency_ms", with = "seckill_common::settings::millis")]
+    pub latency: Duration,
     /// An attempt still without an outcome this long after it began (the
     /// provider timed out and the client never retried) is asked again by
     /// the expiry worker, so money taken without an answer is never kept for
     /// an order that was not paid.
-    pub resolve_after_ms: u64,
+    #[serde(rename = "resolve_after_ms", with = "seckill_common::settings::millis")]
+    pub resolve_after: Duration,
 }
 
 /// `SECKILL_PAYMENT__MODE`: `succeed`, `decline` or `timeout`; anything
@@ -57,9 +62,9 @@ impl Default for PaymentSettings {
     fn default() -> Self {
         Self {
             mode: PaymentMode::Succeed,
-            timeout_ms: 1_500,
-            latency_ms: 0,
-            resolve_after_ms: 60_000,
+            timeout: Duration::from_millis(1_500),
+            latency: Duration::from_millis(0),
+            resolve_after: Duration::from_millis(60_000),
         }
     }
 }
@@ -69,7 +74,8 @@ impl Default for PaymentSettings {
 #[serde(default)]
 pub struct ExpirySettings {
     /// How often each replica looks for orders past their payment window.
-    pub interval_ms: u64,
+    #[serde(rename = "interval_ms", with = "seckill_common::settings::millis")]
+    pub interval: Duration,
     /// Orders expired per transaction.
     pub batch: u32,
 }
@@ -77,7 +83,7 @@ pub struct ExpirySettings {
 impl Default for ExpirySettings {
     fn default() -> Self {
         Self {
-            interval_ms: 1_000,
+            interval: Duration::from_millis(1_000),
             batch: 500,
         }
     }
@@ -88,7 +94,8 @@ impl Default for ExpirySettings {
 #[serde(default)]
 pub struct OutboxSettings {
     /// Longest wait between two looks at the outbox (a local write wakes it at once).
-    pub interval_ms: u64,
+    #[serde(rename = "interval_ms", with = "seckill_common::settings::millis")]
+    pub interval: Duration,
     /// Rows published per transaction.
     pub batch: u32,
 }
@@ -96,7 +103,7 @@ pub struct OutboxSettings {
 impl Default for OutboxSettings {
     fn default() -> Self {
         Self {
-            interval_ms: 500,
+            interval: Duration::from_millis(500),
             batch: 500,
         }
     }
@@ -138,20 +145,20 @@ impl Settings {
         if self.consumer_group.trim().is_empty() {
             return Err(settings::invalid("consumer_group is empty"));
         }
-        if self.payment.timeout_ms == 0 {
+        if self.payment.timeout.is_zero() {
             return Err(settings::invalid("payment.timeout_ms must be positive"));
         }
-        if self.payment.resolve_after_ms <= self.payment.timeout_ms {
+        if self.payment.resolve_after <= self.payment.timeout {
             return Err(settings::invalid(
                 "payment.resolve_after_ms must exceed payment.timeout_ms",
             ));
         }
-        if self.expiry.interval_ms == 0 || self.expiry.batch == 0 {
+        if self.expiry.interval.is_zero() || self.expiry.batch == 0 {
             return Err(settings::invalid(
                 "expiry.interval_ms and expiry.batch must be positive",
             ));
         }
-        if self.outbox.interval_ms == 0 || self.outbox.batch == 0 {
+        if self.outbox.interval.is_zero() || self.outbox.batch == 0 {
             return Err(settings::invalid(
                 "outbox.interval_ms and outbox.batch must be positive",
             ));

@@ -155,10 +155,7 @@ impl FakePaymentProvider {
     }
 
     pub fn from_settings(settings: &PaymentSettings) -> Self {
-        Self::new(
-            FakeMode::from(settings.mode),
-            Duration::from_millis(settings.latency_ms),
-        )
+        Self::new(FakeMode::from(settings.mode), settings.latency)
     }
 
     fn mode_for(&self, key: &str) -> FakeMode {

@@ -2,7 +2,6 @@
 //! expiry worker and HTTP server, and the one shutdown signal they all watch.
 //! What every service shares is in `seckill_common::service`.
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::web;
@@ -65,16 +64,14 @@ impl Application {
             db: db.clone(),
             payments: Payments::new(
                 Box::new(FakePaymentProvider::from_settings(&settings.payment)),
-                Duration::from_millis(settings.payment.timeout_ms),
+                settings.payment.timeout,
             ),
             topic: settings.kafka.topics().order_events,
             wake: outbox_wake.clone(),
         });
         let state = web::Data::new(AppState {
             db: db.clone(),
-            db_timeout: Duration::from_millis(
-                settings.database.connect_timeout_ms + settings.database.statement_timeout_ms,
-            ),
+            db_timeout: settings.database.connect_timeout + settings.database.statement_timeout,
             lifecycle: lifecycle.clone(),
         });
         let api = InternalApi {
@@ -122,15 +119,15 @@ impl Application {
             db: lifecycle.db.clone(),
             producer: producer.clone(),
             wake: outbox_wake,
-            interval: Duration::from_millis(settings.outbox.interval_ms),
+            interval: settings.outbox.interval,
             batch: settings.outbox.batch,
         };
         tasks.spawn("outbox-relay", relay.run(shutdown.clone()));
         let expiry = ExpiryWorker {
             lifecycle,
-            interval: Duration::from_millis(settings.expiry.interval_ms),
+            interval: settings.expiry.interval,
             batch: settings.expiry.batch,
-            resolve_payments_after: Duration::from_millis(settings.payment.resolve_after_ms),
+            resolve_payments_after: settings.payment.resolve_after,
         };
         tasks.spawn("expiry", expiry.run(shutdown.clone()));
         tracing::info!(port, "order-service started");

@@ -14,7 +14,7 @@
 //! reservation consumer caught up) writes it again from PostgreSQL, which
 //! by then has applied every order the lost writes had accepted.
 //!
-//! The check runs every `reconcile.rewarm_check_ms`: purchases that reach a
+//! The check runs every `reconcile.rewarm_check`: purchases that reach a
 //! stale Redis before it notices can still resell a lost unit. With
 //! `appendfsync always` nothing is lost and the fence only costs the re-warm
 //! delay.

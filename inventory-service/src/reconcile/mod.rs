@@ -1,14 +1,14 @@
 //! Reconciliation: Redis (where the gateways sell) against PostgreSQL (the
 //! authoritative stock), for every sale that has not ended.
 //!
-//! Runs every `reconcile.interval_ms`, and on demand (`POST /internal/reconcile`,
+//! Runs every `reconcile.interval`, and on demand (`POST /internal/reconcile`,
 //! behind the gateway's `POST /api/v1/admin/reconcile`). What it repairs and
 //! why each repair is safe is in [`plan`]. Every run logs one line and counts
 //! its repairs in `seckill_reconcile_repairs_total{kind}`; the on-demand call
 //! answers with the full [`Report`].
 //!
 //! Redis that lost a sale (restarted empty, key evicted) is handled apart, and
-//! checked for every `reconcile.rewarm_check_ms`: see [`Reconciler::rewarm_missing`].
+//! checked for every `reconcile.rewarm_check`: see [`Reconciler::rewarm_missing`].
 //! So is a Redis that came back with stale data ([`fence`]): its sales are
 //! removed and take the same guarded path back.
 //!
@@ -102,14 +102,13 @@ impl Reconciler {
     /// The periodic task: a full run every `interval_ms`, a look for lost
     /// sales every `rewarm_check_ms`, until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        let every = |ms: u64| {
-            let period = Duration::from_millis(ms);
+        let every = |period: Duration| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         };
-        let mut full = every(self.settings.interval_ms);
-        let mut check = every(self.settings.rewarm_check_ms);
+        let mut full = every(self.settings.interval);
+        let mut check = every(self.settings.rewarm_check);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
@@ -139,7 +138,7 @@ impl Reconciler {
         // that never arrived is returned, and its order id voided, after the
         // end as well), but only unfinished ones are warmed again.
         let now = Utc::now();
-        for (id, ends_at) in self.sales_ending_after(self.settings.after_end_ms).await? {
+        for (id, ends_at) in self.sales_ending_after(self.settings.after_end).await? {
             let on = ends_at > now;
             let report = if self.is_present(&id).await? {
                 self.forget_missing(&id);
@@ -229,7 +228,7 @@ impl Reconciler {
             *map.entry(id.clone()).or_insert_with(Instant::now)
         };
         let mut report = SaleReport::missing(id);
-        if since.elapsed() < Duration::from_millis(self.settings.rewarm_delay_ms) {
+        if since.elapsed() < self.settings.rewarm_delay {
             return Ok(Some(report));
         }
         let catch_up = self.catch_up.clone();
@@ -259,7 +258,7 @@ impl Reconciler {
     /// What judging a Redis buyer needs (see `sale::Judge`).
     fn judge(&self) -> sale::Judge<'_> {
         sale::Judge {
-            grace: Duration::from_millis(self.settings.grace_ms),
+            grace: self.settings.grace,
             first_seen: &self.first_seen,
             catch_up: &self.catch_up,
         }
@@ -279,16 +278,19 @@ impl Reconciler {
 
     async fn unfinished_sales(&self) -> Result<Vec<SaleId>, DbErr> {
         Ok(self
-            .sales_ending_after(0)
+            .sales_ending_after(Duration::ZERO)
             .await?
             .into_iter()
             .map(|(id, _)| id)
             .collect())
     }
 
-    /// Sales that end in the future or ended less than `ms` ago, with their end.
-    async fn sales_ending_after(&self, ms: u64) -> Result<Vec<(SaleId, DateTime<Utc>)>, DbErr> {
-        let since = Utc::now() - chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(0));
+    /// Sales that end in the future or ended less than `ago` ago, with their end.
+    async fn sales_ending_after(
+        &self,
+        ago: Duration,
+    ) -> Result<Vec<(SaleId, DateTime<Utc>)>, DbErr> {
+        let since = Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
         let rows: Vec<(String, DateTime<Utc>)> = sale_table::Entity::find()
             .select_only()
             .column(sale_table::Column::Id)
