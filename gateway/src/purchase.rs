@@ -118,8 +118,9 @@ pub async fn reserve(
     reserve_with_token(redis, sale, user, quantity, order, false).await
 }
 
-/// Runs the script. The caller holds a clone of the one multiplexed
-/// connection; `has_token` says a valid purchase token was presented.
+/// Runs the script, on the connection the caller chose (its HTTP worker's
+/// own, see `worker_redis`); `has_token` says a valid purchase token was
+/// presented.
 pub async fn reserve_with_token(
     redis: &mut ConnectionManager,
     sale: &SaleId,

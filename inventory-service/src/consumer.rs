@@ -1,5 +1,5 @@
 //! The `OrderRequested` handler: one database transaction per batch (set-based
-//! when it can be, see [`crate::reserve`]), then one event per order, then the
+//! when it can be, see [`crate::persistence::reserve`]), then one event per order, then the
 //! Redis reservations of rejected orders go back.
 //!
 //! The order matters. Events are produced only after the commit, so nothing
@@ -19,8 +19,8 @@ use seckill_common::settings::Topics;
 use seckill_common::stock;
 
 use crate::persistence;
-use crate::reserve::batch::{self, Fallback};
-use crate::reserve::{reserve, Outcome, ReserveError};
+use crate::persistence::reserve::batch::{self, Fallback};
+use crate::persistence::reserve::{reserve, Outcome, ReserveError};
 
 pub struct InventoryHandler {
     pub db: DatabaseConnection,
@@ -63,7 +63,7 @@ impl BatchHandler for InventoryHandler {
 
 impl InventoryHandler {
     /// Decides every order, committed before this returns: as a set when it
-    /// can, else order by order (see [`crate::reserve`]). Each order gets its
+    /// can, else order by order (see [`crate::persistence::reserve`]). Each order gets its
     /// `db.reserve` span under its message's span, whichever path decides it;
     /// the batch's statements run in one `db.reserve_batch` span of their own.
     async fn decide<'a>(

@@ -14,7 +14,6 @@ pub mod configuration;
 pub mod consumer;
 pub mod persistence;
 pub mod reconcile;
-pub mod reserve;
 pub mod routes;
 pub mod sales;
 pub mod startup;

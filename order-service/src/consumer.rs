@@ -10,37 +10,20 @@
 //! insert, no savepoint, because a savepoint per message is a subtransaction
 //! per message and those are what made PostgreSQL slow under load). When the
 //! batch repeats an order id or holds a second live order for one user and
-//! sale, it is rolled back and the batch is stored here instead, message by
-//! message, each in a savepoint of its own, so that the second live order is
+//! sale, it is rolled back and the batch is stored message by message instead
+//! (`intake::persist`), each in a savepoint of its own, so that the second live order is
 //! recorded as failed (`duplicate_buyer`) without aborting the batch.
 use futures::future::join_all;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
-    TransactionTrait,
-};
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection};
 use seckill_common::kafka::{traceparent_of, EventProducer};
 
+use crate::persistence::intake::batch::{self, Fallback, Row};
+use crate::persistence::intake::{persist, Persisted, Terms};
 use crate::persistence::OrderStatus;
-
-mod batch;
-mod row;
-
-use batch::{Fallback, Row};
-use row::{violates, Persisted, Terms, LIVE_SALE_USER_INDEX};
-
-/// The payment window starts when the order exists: the buyer can pay from
-/// that moment, whatever the queue's lag was.
-const INSERT: &str = "INSERT INTO orders \
-     (order_id, sale_id, user_id, quantity, status, reason, expires_at, amount_cents, traceparent) \
-     VALUES ($1, $2, $3, $4, $5, $6, now() + $7::integer * interval '1 second', $8, $9) \
-     ON CONFLICT (order_id) DO NOTHING \
-     RETURNING status, reason";
-
-const SELECT: &str = "SELECT status, reason FROM orders WHERE order_id = $1";
 
 pub struct OrderHandler {
     pub db: DatabaseConnection,
@@ -256,91 +239,6 @@ fn event_for(order: &OrderRef, persisted: Persisted) -> Event {
         }),
         _ => Event::OrderCreated(order.clone()),
     }
-}
-
-/// Inserts the order unless it exists; returns what is persisted either way.
-async fn persist(
-    txn: &DatabaseTransaction,
-    order: &OrderRef,
-    requested: &Persisted,
-    terms: Option<Terms>,
-    traceparent: Option<&str>,
-) -> Result<Persisted, DbErr> {
-    match insert_in_savepoint(txn, order, requested, terms, traceparent).await {
-        Err(error) if violates(&error, LIVE_SALE_USER_INDEX) => {
-            tracing::warn!(order_id = %order.order_id, sale_id = %order.sale_id, user_id = %order.user_id,
-                "user already holds a live order in this sale; recording this one as failed");
-            let duplicate = Persisted {
-                status: OrderStatus::Failed,
-                reason: Some(RejectReason::DuplicateBuyer),
-            };
-            insert_in_savepoint(txn, order, &duplicate, None, traceparent).await
-        }
-        other => other,
-    }
-}
-
-/// One attempt in its own savepoint, so a constraint violation leaves the
-/// batch's transaction usable.
-async fn insert_in_savepoint(
-    txn: &DatabaseTransaction,
-    order: &OrderRef,
-    wanted: &Persisted,
-    terms: Option<Terms>,
-    traceparent: Option<&str>,
-) -> Result<Persisted, DbErr> {
-    let savepoint = txn.begin().await?;
-    match insert_or_read(&savepoint, order, wanted, terms, traceparent).await {
-        Ok(persisted) => {
-            savepoint.commit().await?;
-            Ok(persisted)
-        }
-        Err(error) => {
-            savepoint.rollback().await?;
-            Err(error)
-        }
-    }
-}
-
-async fn insert_or_read(
-    db: &DatabaseTransaction,
-    order: &OrderRef,
-    wanted: &Persisted,
-    terms: Option<Terms>,
-    traceparent: Option<&str>,
-) -> Result<Persisted, DbErr> {
-    let order_id = order.order_id.to_string();
-    let quantity = i32::try_from(order.quantity.get()).map_err(|e| DbErr::Custom(e.to_string()))?;
-    let insert = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        INSERT,
-        [
-            order_id.clone().into(),
-            order.sale_id.to_string().into(),
-            order.user_id.to_string().into(),
-            quantity.into(),
-            wanted.status.as_str().into(),
-            wanted.reason.map(RejectReason::as_str).into(),
-            terms.map(|t| t.window_secs).into(),
-            terms.map_or(0, |t| t.amount_cents).into(),
-            traceparent.map(str::to_owned).into(),
-        ],
-    );
-    let row = match db.query_one(insert).await? {
-        Some(row) => row,
-        // Already there: a redelivery. Change nothing; report what is stored.
-        None => db
-            .query_one(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                SELECT,
-                [order_id.into()],
-            ))
-            .await?
-            .ok_or_else(|| {
-                DbErr::RecordNotFound(format!("order {} conflicted but is gone", order.order_id))
-            })?,
-    };
-    batch::persisted(&row)
 }
 
 #[cfg(test)]

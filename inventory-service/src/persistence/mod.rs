@@ -2,6 +2,7 @@
 //! `reservations` (one row per order id, which makes consumption idempotent).
 pub mod migration;
 pub mod reservation;
+pub mod reserve;
 pub mod sale;
 
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};

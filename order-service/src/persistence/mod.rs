@@ -1,4 +1,5 @@
 //! The `orders` table: its sea-orm entity and the migrations that create it.
+pub mod intake;
 pub mod migration;
 pub mod order;
 

@@ -18,8 +18,8 @@ use sea_orm::{
 
 use seckill_common::events::{OrderRef, RejectReason};
 
-use crate::persistence::reservation::{self, REJECTED, RELEASED, RESERVED};
-use crate::persistence::sale;
+use super::reservation::{self, REJECTED, RELEASED, RESERVED};
+use super::sale;
 
 pub mod batch;
 

@@ -14,14 +14,11 @@
 //! order was first, so that batch goes there: [`Fallback`].
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
 
-use seckill_common::events::{OrderRef, RejectReason};
+use seckill_common::events::OrderRef;
 
-use super::row::{violates, Persisted, Terms, LIVE_SALE_USER_INDEX};
-use crate::persistence::OrderStatus;
+use super::{persisted, violates, Persisted, Terms, LIVE_SALE_USER_INDEX};
 
 /// Why a batch goes to the per-message path instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,20 +113,6 @@ pub async fn persist_all(
     Ok(Ok(persisted))
 }
 
-/// What a stored order row says, for the event that announces it.
-pub fn persisted(row: &QueryResult) -> Result<Persisted, DbErr> {
-    let status: String = row.try_get("", "status")?;
-    let status = OrderStatus::parse(&status)
-        .ok_or_else(|| DbErr::Custom(format!("unknown order status {status:?}")))?;
-    Ok(Persisted {
-        status,
-        reason: row
-            .try_get::<Option<String>>("", "reason")?
-            .as_deref()
-            .map(RejectReason::from_stored),
-    })
-}
-
 fn insert_all(rows: &[Row<'_>]) -> Result<Statement, DbErr> {
     let text = |f: &dyn Fn(&Row<'_>) -> String| rows.iter().map(f).collect::<Vec<String>>();
     let quantities = rows
@@ -169,7 +152,9 @@ fn insert_all(rows: &[Row<'_>]) -> Result<Statement, DbErr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persistence::OrderStatus;
     use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+    use seckill_common::events::RejectReason;
 
     fn order(user: &str) -> OrderRef {
         let sale = SaleId::parse("s1").unwrap();
