@@ -20,7 +20,7 @@ use crate::internal_auth::{self, InternalToken};
 use crate::kafka::EventProducer;
 use crate::metrics::HttpMetrics;
 use crate::retry::Backoff;
-use crate::settings::HttpSettings;
+use crate::settings::{DatabaseSettings, HttpSettings, KafkaSettings};
 use crate::shutdown::Shutdown;
 use crate::tasks::Tasks;
 use crate::{db, redis_conn};
@@ -61,6 +61,189 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot serve HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What every service starts with, in the same order: the tracker of its
+/// tasks, its metrics registry, and a producer whose topics exist. The
+/// service then adds what is its own, and hands its server back to
+/// [`Core::running`].
+pub struct Core {
+    pub tasks: Tasks,
+    pub registry: prometheus::Registry,
+    pub producer: EventProducer,
+    pub shutdown: Shutdown,
+}
+
+impl Core {
+    pub async fn start(kafka: &KafkaSettings, shutdown: Shutdown) -> Result<Self, StartupError> {
+        let tasks = Tasks::new();
+        let registry = crate::metrics::registry()?;
+        let producer = EventProducer::new(kafka).map_err(|e| StartupError::Dependency {
+            what: "cannot create the Kafka producer",
+            source: Box::new(e),
+        })?;
+        dependency(
+            &shutdown,
+            "cannot create the Kafka topics",
+            || crate::kafka::ensure_topics(kafka),
+            |_| true,
+        )
+        .await?;
+        Ok(Self {
+            tasks,
+            registry,
+            producer,
+            shutdown,
+        })
+    }
+
+    /// The service's database ([`database`]), its statements timed in the
+    /// registry.
+    pub async fn database<M: sea_orm_migration::MigratorTrait>(
+        &self,
+        settings: &DatabaseSettings,
+        lock_key: i64,
+    ) -> Result<DatabaseConnection, StartupError> {
+        let mut db = database::<M>(
+            settings,
+            settings.migrate_on_start,
+            lock_key,
+            &self.shutdown,
+        )
+        .await?;
+        crate::metrics::DbMetrics::new(&self.registry)?.instrument(&mut db);
+        Ok(db)
+    }
+
+    /// A Redis connection, retried while Redis starts.
+    pub async fn redis(
+        &self,
+        settings: &crate::settings::RedisSettings,
+    ) -> Result<ConnectionManager, StartupError> {
+        dependency(
+            &self.shutdown,
+            "cannot connect to Redis",
+            || redis_conn::connect(settings),
+            |_| true,
+        )
+        .await
+    }
+
+    /// Serves an internal service: only the gateway (holding the internal
+    /// token) reaches its routes, every request has a root span and is
+    /// counted, `/metrics` is here unless served apart, errors have the JSON
+    /// shape, and the probes check `probes`. `state` and `routes` are the
+    /// service's own.
+    pub fn serve_internal<T: Send + Sync + 'static>(
+        &self,
+        settings: &HttpSettings,
+        token: &crate::settings::Secret,
+        probes: Probes,
+        max_body_bytes: usize,
+        state: web::Data<T>,
+        routes: fn(&mut web::ServiceConfig),
+    ) -> Result<Server, StartupError> {
+        let token = web::Data::new(InternalToken::new(token));
+        let probes = web::Data::new(probes);
+        let metrics = HttpMetrics::new(&self.registry)?;
+        let here = self.metrics_here(settings)?;
+        self.serve(settings, move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(internal_auth::require))
+                .wrap(crate::request_span::middleware())
+                .wrap(metrics.clone())
+                .configure(crate::metrics::endpoint_if(here.as_ref()))
+                .app_data(token.clone())
+                .app_data(probes.clone())
+                .app_data(state.clone())
+                .app_data(http::json_config(max_body_bytes))
+                .app_data(http::path_config())
+                .configure(health_routes)
+                .configure(routes)
+                .default_service(web::to(http::not_found))
+        })
+    }
+
+    /// `/metrics` on its own port when the settings give one; else the
+    /// registry the main server must serve (`metrics::endpoint_if`).
+    pub fn metrics_here(
+        &self,
+        settings: &HttpSettings,
+    ) -> Result<Option<prometheus::Registry>, StartupError> {
+        Ok(crate::metrics::serve_apart(
+            settings,
+            &self.registry,
+            &self.tasks,
+            &self.shutdown,
+        )?)
+    }
+
+    /// Binds the service's port and serves `app` there, with the settings'
+    /// workers and grace. Shutdown is ours to decide (see [`Shutdown`]), not
+    /// actix's signal handler's: when it fires, the server stops accepting
+    /// and drains the requests in flight.
+    pub fn serve<F, I, S, B>(&self, settings: &HttpSettings, app: F) -> Result<Server, StartupError>
+    where
+        F: Fn() -> I + Send + Clone + 'static,
+        I: IntoServiceFactory<S, actix_http::Request>,
+        S: ServiceFactory<actix_http::Request, Config = AppConfig> + 'static,
+        S::Error: Into<actix_web::Error> + 'static,
+        S::InitError: std::fmt::Debug,
+        S::Response: Into<actix_http::Response<B>> + 'static,
+        <S::Service as actix_web::dev::Service<actix_http::Request>>::Future: 'static,
+        S::Service: 'static,
+        B: MessageBody + 'static,
+    {
+        let listener = bind(settings)?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(app)
+            .workers(settings.workers())
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown_timeout_secs)
+            .listen(listener)?
+            .run();
+        let (handle, stop) = (server.handle(), self.shutdown.clone());
+        self.tasks.spawn("http-stop", async move {
+            stop.wait().await;
+            handle.stop(true).await;
+        });
+        tracing::info!(port, "serving");
+        Ok(server)
+    }
+
+    /// The service, built: [`Running::until_stopped`] runs it.
+    pub fn running(self, name: &'static str, server: Server) -> Running {
+        tracing::info!(service = name, "started");
+        Running {
+            name,
+            server,
+            core: self,
+        }
+    }
+}
+
+/// A built service: its server and its [`Core`].
+pub struct Running {
+    name: &'static str,
+    server: Server,
+    core: Core,
+}
+
+impl Running {
+    /// See [`run_until_stopped`].
+    pub async fn until_stopped(self) -> std::io::Result<()> {
+        let Core {
+            tasks,
+            producer,
+            shutdown,
+            ..
+        } = self.core;
+        run_until_stopped(self.name, self.server, tasks, shutdown, producer).await
+    }
 }
 
 /// One start-up step on a dependency (connect, migrate, create topics):
@@ -98,7 +281,7 @@ where
 /// then, when `migrate`, brought up to date under `M`'s advisory lock
 /// ([`db::migrate_locked`]). The `migrate` subcommand is this with `true`.
 pub async fn database<M: sea_orm_migration::MigratorTrait>(
-    settings: &crate::settings::DatabaseSettings,
+    settings: &DatabaseSettings,
     migrate: bool,
     lock_key: i64,
     shutdown: &Shutdown,
@@ -124,91 +307,12 @@ pub async fn database<M: sea_orm_migration::MigratorTrait>(
 
 /// Binds the service's port first: a taken port fails start-up before any
 /// consumer joins its group.
-pub fn bind(settings: &HttpSettings) -> Result<TcpListener, StartupError> {
+fn bind(settings: &HttpSettings) -> Result<TcpListener, StartupError> {
     TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|source| {
         StartupError::Bind {
             address: format!("{}:{}", settings.host, settings.port),
             source,
         }
-    })
-}
-
-/// Runs `app` on `listener` with the settings' workers and grace. Shutdown
-/// is ours to decide (see [`Shutdown`]), not actix's signal handler's: when
-/// it fires, the server stops accepting and drains the requests in flight.
-pub fn serve<F, I, S, B>(
-    listener: TcpListener,
-    settings: &HttpSettings,
-    tasks: &Tasks,
-    shutdown: &Shutdown,
-    app: F,
-) -> std::io::Result<Server>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, actix_http::Request>,
-    S: ServiceFactory<actix_http::Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    <S::Service as actix_web::dev::Service<actix_http::Request>>::Future: 'static,
-    S::Service: 'static,
-    B: MessageBody + 'static,
-{
-    let server = HttpServer::new(app)
-        .workers(settings.workers())
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout_secs)
-        .listen(listener)?
-        .run();
-    let (handle, stop) = (server.handle(), shutdown.clone());
-    tasks.spawn("http-stop", async move {
-        stop.wait().await;
-        handle.stop(true).await;
-    });
-    Ok(server)
-}
-
-/// What the two internal services' HTTP servers share: only the gateway
-/// (holding the internal token) reaches their routes, every request has a
-/// root span and is counted, and errors have the JSON shape.
-pub struct InternalApi {
-    pub token: InternalToken,
-    pub metrics: HttpMetrics,
-    /// `/metrics` on the main port, unless served apart.
-    pub metrics_here: Option<prometheus::Registry>,
-    pub probes: Probes,
-    pub max_body_bytes: usize,
-}
-
-/// Serves an internal service: the shared [`InternalApi`] plus `routes`,
-/// which adds the service's own state and routes.
-pub fn serve_internal<C>(
-    listener: TcpListener,
-    settings: &HttpSettings,
-    api: InternalApi,
-    tasks: &Tasks,
-    shutdown: &Shutdown,
-    routes: C,
-) -> std::io::Result<Server>
-where
-    C: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
-{
-    let token = web::Data::new(api.token);
-    let probes = web::Data::new(api.probes);
-    let (metrics, registry, max_body) = (api.metrics, api.metrics_here, api.max_body_bytes);
-    serve(listener, settings, tasks, shutdown, move || {
-        App::new()
-            .wrap(actix_web::middleware::from_fn(internal_auth::require))
-            .wrap(crate::request_span::middleware())
-            .wrap(metrics.clone())
-            .configure(crate::metrics::endpoint_if(registry.as_ref()))
-            .app_data(token.clone())
-            .app_data(probes.clone())
-            .app_data(http::json_config(max_body))
-            .app_data(http::path_config())
-            .configure(health_routes)
-            .configure(routes.clone())
-            .default_service(web::to(http::not_found))
     })
 }
 
@@ -285,7 +389,7 @@ impl Probes {
 /// server has drained; every task ends its round (consumers commit, relays
 /// finish, purchases in flight are enqueued or undone); the producer
 /// delivers what they produced. Returns only once all that is done.
-pub async fn run_until_stopped(
+async fn run_until_stopped(
     name: &'static str,
     server: Server,
     tasks: Tasks,

@@ -6,7 +6,6 @@ use prometheus::{
 };
 
 pub struct Metrics {
-    pub registry: Registry,
     outcomes: IntCounterVec,
     /// `outcomes{outcome="sold_out"}`, resolved once: the hottest series in a sale.
     sold_out: IntCounter,
@@ -17,8 +16,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = seckill_common::metrics::registry()?;
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let outcomes = IntCounterVec::new(
             Opts::new(
                 "seckill_purchase_outcomes_total",
@@ -54,7 +52,6 @@ impl Metrics {
         registry.register(Box::new(produce_errors.clone()))?;
         registry.register(Box::new(script_latency.clone()))?;
         Ok(Self {
-            registry,
             sold_out: outcomes.get_metric_with_label_values(&["sold_out"])?,
             outcomes,
             produce_latency,

@@ -3,18 +3,14 @@
 //! shares is in `seckill_common::service`.
 use std::sync::Arc;
 
-use actix_web::dev::Server;
 use actix_web::{web, App};
 use anyhow::Context;
 
 use seckill_common::http::{json_config, not_found, path_config};
 use seckill_common::internal_auth::InternalToken;
-use seckill_common::kafka::{ensure_topics, EventProducer};
 use seckill_common::metrics::{self, HttpMetrics};
-use seckill_common::redis_conn;
-use seckill_common::service::{self, Probes};
+use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
-use seckill_common::tasks::Tasks;
 
 use crate::auth::{AdminToken, JwtKeys};
 use crate::clients::{InventoryClient, OrderClient};
@@ -26,42 +22,21 @@ use crate::sold_out::{SoldOutAnswer, SoldOutCache};
 use crate::state::AppState;
 use crate::upstream::Upstream;
 
-pub struct Application {
-    server: Server,
-    tasks: Tasks,
-    producer: EventProducer,
-    shutdown: Shutdown,
-}
+pub struct Application(Running);
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
         settings.check_secrets()?;
-        let tasks = Tasks::new();
-        let redis = service::dependency(
-            &shutdown,
-            "cannot connect to Redis",
-            || redis_conn::connect(&settings.redis),
-            |_| true,
-        )
-        .await?;
-        let producer =
-            EventProducer::new(&settings.kafka).context("cannot create the Kafka producer")?;
-        service::dependency(
-            &shutdown,
-            "cannot create the Kafka topics",
-            || ensure_topics(&settings.kafka),
-            |_| true,
-        )
-        .await?;
+        let core = Core::start(&settings.kafka, shutdown).await?;
+        let redis = core.redis(&settings.redis).await?;
 
         let limits = Arc::new(Limits::new(&settings.rate_limit, settings.max_in_flight));
-        tasks.spawn(
+        core.tasks.spawn(
             "limits-housekeeping",
-            limits.clone().housekeeping(shutdown.clone()),
+            limits.clone().housekeeping(core.shutdown.clone()),
         );
-        let metrics = Metrics::new()?;
-        let registry = metrics.registry.clone();
-        let http_metrics = HttpMetrics::new(&registry)?;
+        let metrics = Metrics::new(&core.registry)?;
+        let http_metrics = HttpMetrics::new(&core.registry)?;
         let upstream = Upstream::new(
             settings.upstream_timeout,
             &InternalToken::new(&settings.internal_token),
@@ -72,11 +47,11 @@ impl Application {
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             request_timeout,
         });
-        let probes = web::Data::new(Probes::new(producer.clone()).with_redis(redis.clone()));
+        let probes = web::Data::new(Probes::new(core.producer.clone()).with_redis(redis.clone()));
         let state = web::Data::new(AppState {
             redis,
             redis_settings: settings.redis.clone(),
-            producer: producer.clone(),
+            producer: core.producer.clone(),
             topics: settings.kafka.topics(),
             sold_out: SoldOutCache::new(settings.sold_out_cache),
             sold_out_answer: SoldOutAnswer::new(&http_metrics)?,
@@ -89,7 +64,7 @@ impl Application {
                 settings.purchase_token_ttl_secs,
                 settings.purchase_token_lead_secs,
             ),
-            tasks: tasks.clone(),
+            tasks: core.tasks.clone(),
             redis_timeout: settings.redis.response_timeout,
             unknown_outcome_resolve: settings.unknown_outcome_resolve,
             request_timeout,
@@ -101,12 +76,9 @@ impl Application {
         )?);
         let admin = web::Data::new(AdminToken(settings.admin_token.clone()));
 
-        let listener = service::bind(&settings.http)?;
-        let port = listener.local_addr()?.port();
-        let metrics_here = metrics::serve_apart(&settings.http, &registry, &tasks, &shutdown)
-            .context("cannot serve metrics on their port")?;
+        let metrics_here = core.metrics_here(&settings.http)?;
         let max_body = settings.max_body_bytes;
-        let server = service::serve(listener, &settings.http, &tasks, &shutdown, move || {
+        let server = core.serve(&settings.http, move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::limits::admit))
                 .wrap(seckill_common::request_span::middleware())
@@ -126,27 +98,13 @@ impl Application {
                 .configure(metrics::endpoint_if(metrics_here.as_ref()))
                 .default_service(web::to(not_found))
         })?;
-        tracing::info!(port, "gateway started");
-        Ok(Self {
-            server,
-            tasks,
-            producer,
-            shutdown,
-        })
+        Ok(Self(core.running("gateway", server)))
     }
 
     /// Serves until shutdown fires; then stops accepting, finishes requests
     /// in flight and the purchases they started (each enqueued or undone),
     /// and flushes the producer so nothing acknowledged is lost.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        service::run_until_stopped(
-            "gateway",
-            self.server,
-            self.tasks,
-            self.shutdown,
-            self.producer,
-        )
-        .await
-        .context("HTTP server failed")
+        self.0.until_stopped().await.context("HTTP server failed")
     }
 }

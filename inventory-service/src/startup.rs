@@ -3,19 +3,15 @@
 //! shutdown. What every service shares is in `seckill_common::service`.
 use std::sync::Arc;
 
-use actix_web::dev::Server;
 use actix_web::web;
 use anyhow::Context;
 use rdkafka::consumer::Consumer;
 
 use seckill_common::consumer::BatchConsumer;
-use seckill_common::internal_auth::InternalToken;
-use seckill_common::kafka::{self, EventProducer};
-use seckill_common::metrics::{self, ConsumerMetrics, DbMetrics, HttpMetrics};
-use seckill_common::redis_conn;
-use seckill_common::service::{self, InternalApi, Probes};
+use seckill_common::kafka;
+use seckill_common::metrics::ConsumerMetrics;
+use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
-use seckill_common::tasks::Tasks;
 
 use crate::compensation::CompensationHandler;
 use crate::configuration::Settings;
@@ -29,43 +25,17 @@ use crate::sweep::Sweeper;
 /// Admin requests are small; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
-pub struct Application {
-    server: Server,
-    tasks: Tasks,
-    producer: EventProducer,
-    shutdown: Shutdown,
-}
+pub struct Application(Running);
 
 impl Application {
     /// Connects to every dependency (retrying while they start) and starts serving.
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
         settings.check_secrets()?;
-        let tasks = Tasks::new();
-        let registry = metrics::registry()?;
-        let mut db = service::database::<Migrator>(
-            &settings.database,
-            settings.database.migrate_on_start,
-            MIGRATION_LOCK_KEY,
-            &shutdown,
-        )
-        .await?;
-        DbMetrics::new(&registry)?.instrument(&mut db);
-        let redis = service::dependency(
-            &shutdown,
-            "cannot connect to Redis",
-            || redis_conn::connect(&settings.redis),
-            |_| true,
-        )
-        .await?;
-        let producer =
-            EventProducer::new(&settings.kafka).context("cannot create the Kafka producer")?;
-        service::dependency(
-            &shutdown,
-            "cannot create the Kafka topics",
-            || kafka::ensure_topics(&settings.kafka),
-            |_| true,
-        )
-        .await?;
+        let core = Core::start(&settings.kafka, shutdown).await?;
+        let db = core
+            .database::<Migrator>(&settings.database, MIGRATION_LOCK_KEY)
+            .await?;
+        let redis = core.redis(&settings.redis).await?;
 
         let topics = settings.kafka.topics();
         let consumer = kafka::consumer(&settings.kafka, &settings.consumer_group)
@@ -79,7 +49,7 @@ impl Application {
             .subscribe(&[&topics.order_events])
             .context("cannot subscribe to the order events")?;
         let reconcile_metrics = ReconcileMetrics::new()?;
-        reconcile_metrics.register(&registry)?;
+        reconcile_metrics.register(&core.registry)?;
         let reconciler = Arc::new(
             Reconciler::new(
                 db.clone(),
@@ -92,74 +62,68 @@ impl Application {
             .context("cannot create the reconciliation job")?,
         );
 
-        let listener = service::bind(&settings.http)?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             db: db.clone(),
             redis: redis.clone(),
             reconciler: reconciler.clone(),
         });
-        let api = InternalApi {
-            token: InternalToken::new(&settings.internal_token),
-            metrics: HttpMetrics::new(&registry)?,
-            metrics_here: metrics::serve_apart(&settings.http, &registry, &tasks, &shutdown)
-                .context("cannot serve metrics on their port")?,
-            probes: Probes::new(producer.clone())
-                .with_db(db.clone())
-                .with_redis(redis.clone()),
-            max_body_bytes: MAX_BODY_BYTES,
-        };
-        let server = service::serve_internal(
-            listener,
+        let probes = Probes::new(core.producer.clone())
+            .with_db(db.clone())
+            .with_redis(redis.clone());
+        let server = core.serve_internal(
             &settings.http,
-            api,
-            &tasks,
-            &shutdown,
-            move |cfg| {
-                cfg.app_data(state.clone());
-                routes::configure(cfg);
-            },
+            &settings.internal_token,
+            probes,
+            MAX_BODY_BYTES,
+            state,
+            routes::configure,
         )?;
 
-        let consumer_metrics = ConsumerMetrics::new(&registry)?;
+        let consumer_metrics = ConsumerMetrics::new(&core.registry)?;
         consumer_metrics.watch_lag(&consumer);
         consumer_metrics.watch_lag(&compensation_consumer);
-        let gauge = StockGauge::new(&registry)?;
-        tasks.spawn("stock-gauge", gauge.run(db.clone(), shutdown.clone()));
+        let gauge = StockGauge::new(&core.registry)?;
+        core.tasks
+            .spawn("stock-gauge", gauge.run(db.clone(), core.shutdown.clone()));
         let sweeper = Sweeper::new(
             db.clone(),
             redis.clone(),
-            producer.clone(),
+            core.producer.clone(),
             &settings.kafka,
             &settings.compensation_group,
             settings.sweep.clone(),
-            &registry,
+            &core.registry,
         )?;
-        tasks.spawn("sweeper", sweeper.run(shutdown.clone()));
+        core.tasks
+            .spawn("sweeper", sweeper.run(core.shutdown.clone()));
         let reservations = BatchConsumer {
             consumer,
             handler: InventoryHandler {
                 db: db.clone(),
                 redis: redis.clone(),
-                producer: producer.clone(),
+                producer: core.producer.clone(),
                 topics,
             },
-            producer: producer.clone(),
+            producer: core.producer.clone(),
             settings: settings.kafka.clone(),
             observer: consumer_metrics.clone(),
         };
-        tasks.spawn_essential("consumer", &shutdown, reservations.run(shutdown.clone()));
+        core.tasks.spawn_essential(
+            "consumer",
+            &core.shutdown,
+            reservations.run(core.shutdown.clone()),
+        );
         let compensation = BatchConsumer {
             consumer: compensation_consumer,
             handler: CompensationHandler { db, redis },
-            producer: producer.clone(),
+            producer: core.producer.clone(),
             settings: settings.kafka.clone(),
             observer: consumer_metrics,
         };
-        tasks.spawn_essential(
+        core.tasks.spawn_essential(
             "compensation",
-            &shutdown,
-            compensation.run(shutdown.clone()),
+            &core.shutdown,
+            compensation.run(core.shutdown.clone()),
         );
         // A sale missing from Redis at start is warmed by the same guarded
         // path as one lost later (`Reconciler::rewarm_missing`): a restart,
@@ -168,28 +132,15 @@ impl Application {
         if let Err(error) = reconciler.rewarm_missing().await {
             tracing::warn!(%error, "cannot check for sales missing from Redis yet; the periodic check retries");
         }
-        tasks.spawn("reconciler", reconciler.run(shutdown.clone()));
-        tracing::info!(port, "inventory-service started");
-        Ok(Self {
-            server,
-            tasks,
-            producer,
-            shutdown,
-        })
+        core.tasks
+            .spawn("reconciler", reconciler.run(core.shutdown.clone()));
+        Ok(Self(core.running("inventory-service", server)))
     }
 
     /// Serves until shutdown; returns once HTTP has drained, both consumers
     /// have committed their last batch, the periodic jobs have ended their
     /// round, and the producer has flushed.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        service::run_until_stopped(
-            "inventory-service",
-            self.server,
-            self.tasks,
-            self.shutdown,
-            self.producer,
-        )
-        .await
-        .context("HTTP server failed")
+        self.0.until_stopped().await.context("HTTP server failed")
     }
 }

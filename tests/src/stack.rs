@@ -349,6 +349,22 @@ impl Stack {
 
     /// A purchase at gateway `base` that reports a connection failure
     /// instead of panicking: fault tests send while processes die.
+    /// With the broker proxy stalled: a purchase the gateway answers with
+    /// `504 order_outcome_unknown`, and the order id that answer names.
+    pub async fn purchase_of_unknown_outcome(&self, token: &str, sale: &str) -> String {
+        let proxy = self
+            .broker_proxy
+            .as_ref()
+            .expect("a stack with broker_proxy");
+        proxy.stall();
+        let (status, body) = self.purchase(token, sale, json!({})).await;
+        crate::wait::assert_error(status, &body, 504, "order_outcome_unknown");
+        body["error"]["order_id"]
+            .as_str()
+            .expect("the answer names the order")
+            .to_owned()
+    }
+
     pub async fn try_purchase(
         &self,
         base: &str,

@@ -221,13 +221,7 @@ async fn a_produce_whose_answer_is_lost_keeps_the_unit_for_its_buyer() {
     let token = stack.token("first");
     let proxy = stack.broker_proxy.as_ref().expect("broker proxy");
 
-    proxy.stall();
-    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
-    assert_error(status, &body, 504, "order_outcome_unknown");
-    let order = body["error"]["order_id"]
-        .as_str()
-        .expect("the answer names the order")
-        .to_owned();
+    let order = stack.purchase_of_unknown_outcome(&token, &sale).await;
     let (status, seen) = order_status(&stack, &token, &order).await;
     assert_eq!(
         (status, seen["status"].as_str()),

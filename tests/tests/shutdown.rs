@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use seckill_tests::process::Process;
-use seckill_tests::{assert_error, poll_until, Stack, StackOptions};
+use seckill_tests::{poll_until, Stack, StackOptions};
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
@@ -92,15 +92,7 @@ async fn sigterm_waits_for_an_order_of_unknown_outcome_to_be_enqueued() {
     .await;
     let sale = stack.active_sale(1).await;
     let token = stack.token("patient");
-    let proxy = stack.broker_proxy.as_ref().expect("broker proxy");
-
-    proxy.stall();
-    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
-    assert_error(status, &body, 504, "order_outcome_unknown");
-    let order = body["error"]["order_id"]
-        .as_str()
-        .expect("the answer names the order")
-        .to_owned();
+    let order = stack.purchase_of_unknown_outcome(&token, &sale).await;
 
     stack.gateway.signal("TERM");
     // Longer than one produce attempt (3 s): the first re-produce times out
