@@ -119,15 +119,14 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::to_value(ErrorBody {
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message.clone(),
                 order_id: self.order_id.clone(),
             },
-        })
-        .unwrap_or_else(|_| json!({"error": {"code": self.code, "message": self.message}}))
+        }
     }
 }
 

@@ -234,7 +234,11 @@ pub struct Running {
 }
 
 impl Running {
-    /// See [`run_until_stopped`].
+    /// Serves until shutdown (or until the server fails, which then shuts
+    /// the rest down too, so the process never runs half-alive). Then: the
+    /// HTTP server has drained; every task ends its round (consumers commit,
+    /// relays finish, purchases in flight are enqueued or undone); the
+    /// producer delivers what they produced. Returns only once all that is done.
     pub async fn until_stopped(self) -> std::io::Result<()> {
         let Core {
             tasks,
@@ -242,7 +246,12 @@ impl Running {
             shutdown,
             ..
         } = self.core;
-        run_until_stopped(self.name, self.server, tasks, shutdown, producer).await
+        let served = self.server.await;
+        shutdown.trigger();
+        let all_finished = tasks.finished(TASKS_GRACE).await;
+        flush(producer).await;
+        tracing::info!(service = self.name, all_finished, "stopped");
+        served
     }
 }
 
@@ -384,28 +393,8 @@ impl Probes {
     }
 }
 
-/// Serves until shutdown (or until the server fails, which then shuts the
-/// rest down too, so the process never runs half-alive). Then: the HTTP
-/// server has drained; every task ends its round (consumers commit, relays
-/// finish, purchases in flight are enqueued or undone); the producer
-/// delivers what they produced. Returns only once all that is done.
-async fn run_until_stopped(
-    name: &'static str,
-    server: Server,
-    tasks: Tasks,
-    shutdown: Shutdown,
-    producer: EventProducer,
-) -> std::io::Result<()> {
-    let served = server.await;
-    shutdown.trigger();
-    let all_finished = tasks.finished(TASKS_GRACE).await;
-    flush(producer).await;
-    tracing::info!(service = name, all_finished, "stopped");
-    served
-}
-
 /// Delivers what the producer still holds, off the runtime's threads.
-pub async fn flush(producer: EventProducer) {
+async fn flush(producer: EventProducer) {
     match tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(%error, "producer flush incomplete"),

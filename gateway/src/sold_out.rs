@@ -75,7 +75,7 @@ impl SoldOutAnswer {
     pub fn new(http: &HttpMetrics) -> Result<Self, prometheus::Error> {
         let error = answer();
         Ok(Self {
-            body: Bytes::from(error.body().to_string()),
+            body: Bytes::from(serde_json::to_vec(&error.body()).unwrap_or_default()),
             requests: http.route(&Method::POST, PURCHASE_ROUTE, error.status.as_u16())?,
         })
     }

@@ -19,4 +19,4 @@ pub mod stack;
 pub mod wait;
 
 pub use stack::{Stack, StackOptions};
-pub use wait::{assert_error, poll_until, wait_until};
+pub use wait::{assert_error, blocking, poll_until, wait_until};

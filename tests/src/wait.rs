@@ -39,6 +39,12 @@ where
     }
 }
 
+/// Runs blocking work (stopping a process, running a tool) from an async
+/// test without stalling the runtime's other tasks.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 /// Asserts an API answer is the documented error: `status` and
 /// `{"error":{"code": code}}`, printing the body when it is not.
 #[track_caller]

@@ -16,7 +16,7 @@ use seckill_tests::{assert_error, poll_until, wait_until, Stack, StackOptions};
 
 /// Restarts the stack's gateway with `vars` set (blocking bits off the runtime).
 async fn restart_gateway_with(stack: &mut Stack, vars: &[(&str, &str)]) {
-    tokio::task::block_in_place(|| stack.gateway.kill());
+    seckill_tests::blocking(|| stack.gateway.kill());
     for (k, v) in vars {
         stack
             .gateway

@@ -86,7 +86,7 @@ async fn every_answer_matches_the_openapi_document_and_none_is_a_5xx() {
     let user = stack.token("schemathesis");
     let runs = [("shop", user.as_str()), ("admin", ADMIN_TOKEN)];
     let config = config(&sale);
-    let results = tokio::task::block_in_place(|| {
+    let results = seckill_tests::blocking(|| {
         runs.map(|(tag, bearer)| (tag, schemathesis(&config, &document, tag, bearer)))
     });
     for (tag, (passed, report)) in &results {

@@ -627,7 +627,7 @@ async fn the_sweeper_waits_for_an_order_service_that_is_down() {
     })
     .await;
     let sale = stack.active_sale(2).await;
-    tokio::task::block_in_place(|| stack.orders.kill());
+    seckill_tests::blocking(|| stack.orders.kill());
     let token = stack.token("patient");
     let (status, body) = stack.purchase(&token, &sale, json!({})).await;
     assert_eq!(status, 202, "{body}");

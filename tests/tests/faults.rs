@@ -16,7 +16,7 @@ use seckill_common::domain::{OrderId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Reserved};
 use seckill_tests::fixtures::order;
 use seckill_tests::invariants::{assert_invariants, assert_invariants_unreconciled};
-use seckill_tests::{assert_error, dead_letters, wait_until, Stack, StackOptions};
+use seckill_tests::{assert_error, blocking, dead_letters, wait_until, Stack, StackOptions};
 
 /// What a burst saw: the order ids answered 202, and every status.
 #[derive(Default)]
@@ -234,10 +234,6 @@ async fn sales_resume(stack: &Stack, sale: &str, users: &str) -> Option<String> 
 }
 
 /// Blocking process control without stalling the burst's tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inventory_service_killed_mid_burst_loses_nothing() {
     let mut stack = Stack::start().await;

@@ -281,7 +281,7 @@ async fn a_sale_redis_lost_answers_retry_until_it_is_restored() {
     let mut stack = Stack::start_with(options(&[], true)).await;
     let sale = sale_with(&stack, 5, 900, 1).await;
     // Redis loses everything while nobody can restore it.
-    tokio::task::block_in_place(|| stack.inventory.kill());
+    seckill_tests::blocking(|| stack.inventory.kill());
     let _: () = redis_cmd(&stack, &mut redis::cmd("FLUSHALL")).await;
     let token = stack.token("patient");
     let (status, body) = stack.purchase(&token, &sale, json!({})).await;

@@ -6,11 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use seckill_tests::process::Process;
-use seckill_tests::{poll_until, Stack, StackOptions};
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
+use seckill_tests::{blocking, poll_until, Stack, StackOptions};
 
 /// The JSON log lines of `process`, parsed.
 fn log_lines(process: &Process) -> Vec<Value> {
