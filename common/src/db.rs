@@ -61,7 +61,7 @@ pub fn is_transient(err: &DbErr) -> bool {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
             use sea_orm::sqlx::Error;
-            match e {
+            match e.as_ref() {
                 Error::Io(_)
                 | Error::PoolTimedOut
                 | Error::PoolClosed

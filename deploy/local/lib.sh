@@ -67,7 +67,7 @@ ensure_deps() {
     export NISSHI_BIN
 }
 
-# schemathesis (PyPI, pinned) in a venv of its own: tests/tests/api_contract.rs
+# schemathesis (PyPI, pinned) in a venv of its own: tests/tests/input_properties/contract.rs
 # runs it against the gateway's OpenAPI document. Exports its path as
 # SECKILL_SCHEMATHESIS_BIN.
 SECKILL_SCHEMATHESIS_VERSION="${SECKILL_SCHEMATHESIS_VERSION:-4.32.5}"

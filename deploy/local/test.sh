@@ -18,7 +18,7 @@
 #                                the broker by killing that pid (SIGTERM) and
 #                                starts it again with this command.
 #   SECKILL_TEST_BIN_DIR         where `cargo build` put the service binaries
-#   SECKILL_SCHEMATHESIS_BIN     schemathesis, for tests/tests/api_contract.rs
+#   SECKILL_SCHEMATHESIS_BIN     schemathesis, for tests/tests/input_properties/contract.rs
 # Storage is memory:// (SECKILL_TEST_BROKER_STORAGE=sqlite keeps topics across
 # a broker restart). SECKILL_TEST_THREADS (default 2) sets --test-threads;
 # SECKILL_KEEP_STATE=1 keeps the temporary directory.

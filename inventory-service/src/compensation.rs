@@ -95,7 +95,7 @@ impl BatchHandler for CompensationHandler {
         }
         let txn = self.db.begin().await.map_err(HandleError::from)?;
         if !confirmed.is_empty() {
-            txn.execute(Statement::from_sql_and_values(
+            txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 CONFIRM,
                 [confirmed.into()],
@@ -166,14 +166,14 @@ async fn release(
     cause: &str,
 ) -> Result<Option<Released>, DbErr> {
     let id = order.to_string();
-    txn.execute(Statement::from_sql_and_values(
+    txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         RELEASE,
         [id.clone().into(), cause.into()],
     ))
     .await?;
     let Some(row) = txn
-        .query_one(Statement::from_sql_and_values(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             STATUS,
             [id.into()],

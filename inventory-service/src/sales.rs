@@ -3,7 +3,6 @@
 //! and creation is idempotent on the sale id, so a client that timed out can
 //! simply send the same request again.
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, TryInsertResult};
 use serde::{Deserialize, Serialize};
 
@@ -66,8 +65,7 @@ pub async fn create(db: &impl ConnectionTrait, new: &NewSale) -> Result<Created,
         unit_price_cents: Set(terms.unit_price_cents),
     };
     let inserted = sale::Entity::insert(row)
-        .on_conflict(OnConflict::column(sale::Column::Id).do_nothing().to_owned())
-        .do_nothing()
+        .on_conflict_do_nothing()
         .exec(db)
         .await?;
     // Sales are never deleted, so the row is there either way.

@@ -164,7 +164,7 @@ impl Sweeper {
         let after = self.settings.after.as_secs_f64();
         let rows = self
             .db
-            .query_all(Statement::from_sql_and_values(
+            .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 CLAIM,
                 [after.into(), i64::from(self.settings.batch).into()],
@@ -226,7 +226,7 @@ impl Sweeper {
     async fn abandon(&self, order: &OrderRef) -> Result<(), SweepError> {
         let released = self
             .db
-            .query_one(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 ABANDON,
                 [order.order_id.to_string().into()],

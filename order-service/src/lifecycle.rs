@@ -133,7 +133,7 @@ impl Lifecycle {
         let id = order_id.to_string();
         let txn = self.db.begin().await?;
         let won = txn
-            .execute(statement(
+            .execute_raw(statement(
                 CANCEL,
                 vec![id.clone().into(), user.as_str().into()],
             ))
@@ -180,7 +180,7 @@ impl Lifecycle {
     pub async fn expire_due(&self, batch: u32) -> Result<usize, DbErr> {
         let txn = self.db.begin().await?;
         let rows = txn
-            .query_all(statement(EXPIRE, vec![i64::from(batch).into()]))
+            .query_all_raw(statement(EXPIRE, vec![i64::from(batch).into()]))
             .await?;
         for row in &rows {
             let order = order_ref(

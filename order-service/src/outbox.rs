@@ -45,7 +45,7 @@ pub async fn enqueue(
     let key = event.order_id().to_string();
     let payload = Envelope::new(event).to_json();
     let values: [Value; 4] = [topic.into(), key.into(), payload.into(), traceparent.into()];
-    db.execute(Statement::from_sql_and_values(
+    db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         INSERT,
         values,
@@ -105,7 +105,7 @@ impl Relay {
     async fn publish_batch(&self) -> Result<usize, RelayError> {
         let txn = self.db.begin().await?;
         let rows = txn
-            .query_all(Statement::from_sql_and_values(
+            .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 CLAIM,
                 [i64::from(self.batch).into()],

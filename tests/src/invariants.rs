@@ -328,7 +328,7 @@ pub async fn every_accepted_order_persisted_once(stack: &Stack, accepted: &[Stri
 async fn sale_row(stack: &Stack, sale: &str) -> (i64, i64) {
     let row = stack
         .inventory_db
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
             format!("SELECT total_stock::bigint AS t, stock_remaining::bigint AS r FROM sales WHERE id = '{sale}'"),
         ))
@@ -347,7 +347,7 @@ async fn pairs(stack: &Stack, sql: &str) -> BTreeMap<String, String> {
 
 /// Rows of two text columns `a`, `b` as a map.
 async fn pairs_in(db: &sea_orm::DatabaseConnection, sql: &str) -> BTreeMap<String, String> {
-    db.query_all(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+    db.query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .into_iter()

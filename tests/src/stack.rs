@@ -467,7 +467,7 @@ impl Stack {
     /// Runs a query returning one bigint column `n`.
     pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
         let row = db
-            .query_one(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .expect("one row");

@@ -292,7 +292,7 @@ async fn set_read_only(stack: &Stack, on: bool) {
     let name: String = {
         let row = stack
             .orders_db
-            .query_one(sea_orm::Statement::from_string(
+            .query_one_raw(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Postgres,
                 "SELECT current_database() AS n".to_owned(),
             ))

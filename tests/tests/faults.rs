@@ -1,6 +1,11 @@
 //! The fault suite: processes die, dependencies vanish, all during a burst,
 //! and nothing is lost or oversold. Every scenario is bounded in time and ends
 //! with the same check, `seckill_tests::invariants`.
+// One binary for the tests that kill or signal processes: each binary
+// links the whole workspace, and the cold build pays for every one.
+#[path = "faults/shutdown.rs"]
+mod shutdown;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! The OpenAPI 3 document of the public API, generated from the handlers'
 //! `#[utoipa::path]` attributes and the types in `crate::api`, served at
 //! `/api/v1/openapi.json`. The test command runs schemathesis against the
-//! running gateway with it (`tests/tests/api_contract.rs`).
+//! running gateway with it (`tests/tests/input_properties/contract.rs`).
 use std::sync::LazyLock;
 
 use actix_web::http::header::ContentType;

@@ -68,7 +68,7 @@ const DECREMENT: &str = "UPDATE sales SET stock_remaining = stock_remaining - $2
 /// Decides `order`. The caller commits `txn` before announcing the outcome.
 pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outcome, ReserveError> {
     let savepoint = txn.begin().await?;
-    match savepoint.query_one(insert(order, RESERVED, None)).await {
+    match savepoint.query_one_raw(insert(order, RESERVED, None)).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             savepoint.commit().await?;
@@ -91,7 +91,7 @@ pub async fn reserve(txn: &DatabaseTransaction, order: &OrderRef) -> Result<Outc
     }
     let values: [Value; 2] = [order.sale_id.as_str().into(), quantity(order).into()];
     let decremented = savepoint
-        .query_one(Statement::from_sql_and_values(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             DECREMENT,
             values,
@@ -112,7 +112,7 @@ async fn reject(
     why: RejectReason,
 ) -> Result<Outcome, ReserveError> {
     if txn
-        .query_one(insert(order, REJECTED, Some(why.as_str())))
+        .query_one_raw(insert(order, REJECTED, Some(why.as_str())))
         .await?
         .is_none()
     {

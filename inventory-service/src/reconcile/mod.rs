@@ -330,7 +330,7 @@ impl Reconciler {
             format!("SELECT pg_try_advisory_xact_lock({RECONCILE_LOCK_KEY}) AS locked")
         };
         let row = txn
-            .query_one(Statement::from_string(DbBackend::Postgres, sql))
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
             .await?;
         let locked = match row {
             Some(row) => row.try_get::<bool>("", "locked")?,

@@ -75,7 +75,7 @@ impl Lifecycle {
         let id = order.order_id.clone();
         let found = self
             .db
-            .query_one(statement(FIND_PAYMENT, vec![id.clone().into(), key.into()]))
+            .query_one_raw(statement(FIND_PAYMENT, vec![id.clone().into(), key.into()]))
             .await?;
         let previous = found.as_ref().map(attempt).transpose()?;
         if let Some(answer) = previous.as_ref().and_then(|a| a.answer.clone()) {
@@ -97,7 +97,7 @@ impl Lifecycle {
         // the key, and money that lost answer took is settled: kept if the
         // order is still payable, refunded if not (see `settle`).
         self.db
-            .execute(statement(
+            .execute_raw(statement(
                 START_PAYMENT,
                 vec![id.clone().into(), key.into(), order.amount_cents.into()],
             ))
@@ -146,7 +146,7 @@ impl Lifecycle {
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let rows = self
             .db
-            .query_all(statement(UNANSWERED, vec![after_ms.into()]))
+            .query_all_raw(statement(UNANSWERED, vec![after_ms.into()]))
             .await?;
         let attempts = rows
             .iter()
@@ -186,7 +186,7 @@ impl Lifecycle {
             Err(PaymentError::Timeout) => {
                 // Still no answer: to the back of the queue, asked again later.
                 self.db
-                    .execute(statement(TOUCH_PENDING, vec![id.into(), key.into()]))
+                    .execute_raw(statement(TOUCH_PENDING, vec![id.into(), key.into()]))
                     .await?;
                 return Ok(false);
             }
@@ -211,7 +211,7 @@ impl Lifecycle {
             return Ok(stored);
         }
         let won = txn
-            .execute(statement(MARK_PAID, vec![id.into(), reference.into()]))
+            .execute_raw(statement(MARK_PAID, vec![id.into(), reference.into()]))
             .await?
             .rows_affected()
             == 1;
@@ -243,7 +243,7 @@ impl Lifecycle {
             match self.payments.refund(reference, order.amount_cents).await {
                 Ok(()) => {
                     self.db
-                        .execute(statement(MARK_REFUNDED, vec![id.into(), key.into()]))
+                        .execute_raw(statement(MARK_REFUNDED, vec![id.into(), key.into()]))
                         .await?;
                 }
                 Err(error) => {
@@ -282,7 +282,7 @@ impl Lifecycle {
         key: &str,
     ) -> Result<Option<Answer>, DbErr> {
         let row = txn
-            .query_one(statement(LOCK_PAYMENT, vec![order_id.into(), key.into()]))
+            .query_one_raw(statement(LOCK_PAYMENT, vec![order_id.into(), key.into()]))
             .await?;
         let previous = row.as_ref().map(attempt).transpose()?;
         Ok(previous
@@ -301,7 +301,7 @@ impl Lifecycle {
         decline_reason: Option<&str>,
         answer: &Answer,
     ) -> Result<(), DbErr> {
-        db.execute(statement(
+        db.execute_raw(statement(
             FINISH_PAYMENT,
             vec![
                 order_id.into(),
@@ -319,7 +319,10 @@ impl Lifecycle {
 
     /// Retries refunds that failed when they were first attempted.
     pub async fn retry_refunds(&self) -> Result<usize, DbErr> {
-        let due = self.db.query_all(statement(REFUNDS_DUE, vec![])).await?;
+        let due = self
+            .db
+            .query_all_raw(statement(REFUNDS_DUE, vec![]))
+            .await?;
         let mut done = 0;
         for row in &due {
             let order_id: String = row.try_get("", "order_id")?;
@@ -329,7 +332,7 @@ impl Lifecycle {
             match self.payments.refund(&reference, amount).await {
                 Ok(()) => {
                     self.db
-                        .execute(statement(MARK_REFUNDED, vec![order_id.into(), key.into()]))
+                        .execute_raw(statement(MARK_REFUNDED, vec![order_id.into(), key.into()]))
                         .await?;
                     done += 1;
                 }

@@ -41,9 +41,12 @@ impl Terms {
 
 /// True when `error` is a unique violation of the named index.
 pub fn violates(error: &DbErr, index: &str) -> bool {
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(e)))
-        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(e))) => {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sqlx::Error::Database(e) => {
             e.code().as_deref() == Some("23505") && e.constraint() == Some(index)
         }
         _ => false,
@@ -142,11 +145,11 @@ async fn insert_or_read(
             traceparent.map(str::to_owned).into(),
         ],
     );
-    let row = match db.query_one(insert).await? {
+    let row = match db.query_one_raw(insert).await? {
         Some(row) => row,
         // Already there: a redelivery. Change nothing; report what is stored.
         None => db
-            .query_one(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 SELECT,
                 [order_id.into()],

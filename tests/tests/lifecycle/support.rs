@@ -69,7 +69,7 @@ pub async fn cancel(stack: &Stack, token: &str, order: &str) -> (u16, Value) {
 
 /// One text column `v` of the first row, if any.
 pub async fn text(db: &DatabaseConnection, sql: &str) -> Option<String> {
-    db.query_one(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+    db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .map(|row| row.try_get::<String>("", "v").expect("column v"))
@@ -77,7 +77,7 @@ pub async fn text(db: &DatabaseConnection, sql: &str) -> Option<String> {
 
 /// Every row's text columns `a` and `b`.
 pub async fn pairs(db: &DatabaseConnection, sql: &str) -> Vec<(String, String)> {
-    db.query_all(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+    db.query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .iter()

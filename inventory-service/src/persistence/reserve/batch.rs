@@ -75,7 +75,7 @@ pub async fn reserve_all(
     txn: &DatabaseTransaction,
     orders: &[&OrderRef],
 ) -> Result<Result<Vec<Outcome>, Fallback>, ReserveError> {
-    let rows = match txn.query_all(insert_all(orders)).await {
+    let rows = match txn.query_all_raw(insert_all(orders)).await {
         Ok(rows) => rows,
         Err(error) => {
             return match error.sql_err() {
@@ -103,7 +103,7 @@ pub async fn reserve_all(
         };
         let values: [Value; 2] = [sale.as_str().into(), total.into()];
         let decremented = txn
-            .query_one(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 DECREMENT,
                 values,

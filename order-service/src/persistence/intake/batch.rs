@@ -78,7 +78,7 @@ pub async fn persist_all(
     txn: &DatabaseTransaction,
     rows: &[Row<'_>],
 ) -> Result<Result<Vec<Persisted>, Fallback>, DbErr> {
-    let inserted = match txn.query_all(insert_all(rows)?).await {
+    let inserted = match txn.query_all_raw(insert_all(rows)?).await {
         Ok(inserted) => inserted,
         Err(error) if violates(&error, LIVE_SALE_USER_INDEX) => {
             return Ok(Err(Fallback::LiveDuplicate))
@@ -98,7 +98,7 @@ pub async fn persist_all(
     if !missing.is_empty() {
         let values: [Value; 1] = [missing.into()];
         let select = Statement::from_sql_and_values(DbBackend::Postgres, SELECT_ALL, values);
-        for row in txn.query_all(select).await? {
+        for row in txn.query_all_raw(select).await? {
             stored.insert(row.try_get::<String>("", "order_id")?, persisted(&row)?);
         }
     }
