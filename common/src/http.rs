@@ -159,6 +159,12 @@ pub fn path_config() -> actix_web::web::PathConfig {
         .error_handler(|err, _| ApiError::not_found("not_found", err.to_string()).into())
 }
 
+/// A query string that does not fit its type answers 400 in the JSON shape.
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default()
+        .error_handler(|err, _| ApiError::bad_request("invalid_query", err.to_string()).into())
+}
+
 /// Unknown routes answer in the same JSON shape.
 pub async fn not_found() -> HttpResponse {
     ApiError::not_found("not_found", "no such route").error_response()

@@ -162,6 +162,7 @@ impl Core {
                 .app_data(state.clone())
                 .app_data(http::json_config(max_body_bytes))
                 .app_data(http::path_config())
+                .app_data(http::query_config())
                 .configure(health_routes)
                 .configure(routes)
                 .default_service(web::to(http::not_found))

@@ -21,6 +21,8 @@ pub mod field {
     /// Unix milliseconds, exclusive.
     pub const ENDS_AT: &str = "ends_at";
     pub const PER_USER_LIMIT: &str = "per_user_limit";
+    /// For the read path only (shown, never used by a script).
+    pub const UNIT_PRICE_CENTS: &str = "unit_price_cents";
     /// `1` when a purchase needs a valid `X-Purchase-Token` (anti-bot step).
     pub const REQUIRE_PURCHASE_TOKEN: &str = "require_purchase_token";
     /// Bumped by every script that changes the stock or the buyers

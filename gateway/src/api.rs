@@ -35,11 +35,18 @@ pub struct SaleView {
     pub name: String,
     pub stock: i64,
     pub stock_remaining: i64,
+    /// The price of one unit, in cents.
+    pub unit_price_cents: i64,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub per_user_limit: i64,
     pub require_purchase_token: bool,
     pub status: SaleStatus,
+    /// Present only when Redis or inventory-service is unavailable and this
+    /// is the gateway's last good copy: how old it is. Its stock may be
+    /// behind; a purchase still checks the real one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_age_ms: Option<u64>,
 }
 
 /// A sale as inventory-service stores it: the answer to its creation.
@@ -65,10 +72,12 @@ impl SaleRecord {
             name: self.name,
             stock: self.stock,
             stock_remaining: self.stock_remaining.max(0),
+            unit_price_cents: self.unit_price_cents,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
             per_user_limit: self.per_user_limit,
             require_purchase_token: self.require_purchase_token,
+            stale_age_ms: None,
         }
     }
 }

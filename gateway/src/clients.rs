@@ -51,6 +51,22 @@ impl InventoryClient {
             .await
     }
 
+    /// Every sale that ends after `since`, by start time.
+    pub async fn sales(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<SaleRecord>, UpstreamError> {
+        let url = self.target.url(&format!(
+            "/internal/sales?ends_after_ms={}",
+            since.timestamp_millis()
+        ));
+        let listed: Option<Vec<SaleRecord>> = self
+            .upstream
+            .call::<(), _>(&self.target, Method::GET, &url, None)
+            .await?;
+        Ok(listed.unwrap_or_default())
+    }
+
     /// Not retried: a run is cheap to ask for again, and the operator decides.
     pub async fn reconcile(&self) -> Result<Option<ReconcileReport>, UpstreamError> {
         let url = self.target.url("/internal/reconcile");

@@ -74,6 +74,75 @@ pub struct Settings {
     /// `jwt_secret` and `admin_token`). Off unless set: a deployment that
     /// forgot its secrets fails to start instead of running on public ones.
     pub dev_mode: bool,
+    /// The read path's cache (`crate::catalog`).
+    pub read_cache: ReadCacheSettings,
+}
+
+/// The read path's cache in each gateway (`crate::catalog`). `fresh_ms` is
+/// the documented bound on how far a sale's answer (its `stock_remaining`
+/// above all) may lag Redis.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ReadCacheSettings {
+    /// A sale's answer lives at most this long, less a random part of up to
+    /// `jitter_percent`, so entries filled together expire apart.
+    #[serde(rename = "fresh_ms", with = "seckill_common::settings::millis")]
+    pub fresh: Duration,
+    pub jitter_percent: u8,
+    /// How long an unknown sale id is answered 404 without asking again.
+    #[serde(rename = "negative_ms", with = "seckill_common::settings::millis")]
+    pub negative: Duration,
+    /// How long a sale's last good answer is kept to serve, marked stale,
+    /// while Redis or inventory-service is unavailable.
+    #[serde(rename = "stale_for_ms", with = "seckill_common::settings::millis")]
+    pub stale_for: Duration,
+    /// How long the list of sales lives, and how often the warmer refills it
+    /// and every upcoming or active sale.
+    #[serde(rename = "list_ms", with = "seckill_common::settings::millis")]
+    pub list: Duration,
+    /// How long an ended sale stays in the list.
+    pub ended_visible_secs: u32,
+    /// Sales (and unknown ids) held at most.
+    pub capacity: u64,
+}
+
+impl Default for ReadCacheSettings {
+    fn default() -> Self {
+        Self {
+            fresh: Duration::from_millis(250),
+            jitter_percent: 20,
+            negative: Duration::from_millis(5_000),
+            stale_for: Duration::from_secs(600),
+            list: Duration::from_millis(1_000),
+            ended_visible_secs: 3_600,
+            capacity: 100_000,
+        }
+    }
+}
+
+impl ReadCacheSettings {
+    /// `base` less a random part of up to `jitter_percent`.
+    pub fn jittered(&self, base: Duration) -> Duration {
+        let cut = f64::from(self.jitter_percent) / 100.0 * rand::random::<f64>();
+        base.mul_f64(1.0 - cut)
+    }
+
+    pub fn ended_visible(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.ended_visible_secs))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.fresh.is_zero() || self.fresh > Duration::from_secs(10) {
+            return Err("read_cache.fresh_ms must be 1 to 10000".into());
+        }
+        if self.jitter_percent > 50 {
+            return Err("read_cache.jitter_percent must be at most 50".into());
+        }
+        if self.negative.is_zero() || self.list.is_zero() || self.capacity == 0 {
+            return Err("read_cache.negative_ms, list_ms and capacity must be above 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// The defaults of the two secrets: published in this repository, so valid
@@ -127,6 +196,7 @@ impl Default for Settings {
             purchase_token_lead_secs: 60,
             unknown_outcome_resolve: Duration::from_millis(10_000),
             dev_mode: false,
+            read_cache: ReadCacheSettings::default(),
         }
     }
 }
@@ -140,6 +210,7 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.read_cache.validate().map_err(invalid)?;
         if self.jwt_secret.expose().len() < 16 {
             return Err(invalid("jwt_secret must be at least 16 bytes"));
         }

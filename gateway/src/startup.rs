@@ -6,13 +6,14 @@ use std::sync::Arc;
 use actix_web::{web, App};
 use anyhow::Context;
 
-use seckill_common::http::{json_config, not_found, path_config};
+use seckill_common::http::{json_config, not_found, path_config, query_config};
 use seckill_common::internal_auth::InternalToken;
 use seckill_common::metrics::{self, HttpMetrics};
 use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
 
 use crate::auth::{AdminToken, JwtKeys};
+use crate::catalog::{Catalog, CatalogMetrics};
 use crate::clients::{InventoryClient, OrderClient};
 use crate::configuration::Settings;
 use crate::limits::{Admission, Limits};
@@ -47,6 +48,24 @@ impl Application {
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             request_timeout,
         });
+        let inventory = InventoryClient::new(upstream.clone(), &settings.inventory_url);
+        let catalog = Arc::new(Catalog::new(
+            settings.read_cache.clone(),
+            redis.clone(),
+            settings.redis.response_timeout,
+            inventory.clone(),
+            CatalogMetrics::new(&core.registry)?,
+        ));
+        // Before serving, so a new gateway answers its first crowd from
+        // memory; a failure here only means the first reads fill on demand.
+        match catalog.warm().await {
+            Ok(sales) => tracing::info!(sales, "read cache warmed"),
+            Err(e) => tracing::warn!(error = %e, "read cache not warmed; reads fill on demand"),
+        }
+        core.tasks.spawn(
+            "read-cache-warmer",
+            catalog.clone().keep_warm(core.shutdown.clone()),
+        );
         let probes = web::Data::new(Probes::new(core.producer.clone()).with_redis(redis.clone()));
         let state = web::Data::new(AppState {
             redis,
@@ -56,7 +75,8 @@ impl Application {
             sold_out: SoldOutCache::new(settings.sold_out_cache),
             sold_out_answer: SoldOutAnswer::new(&http_metrics)?,
             limits,
-            inventory: InventoryClient::new(upstream.clone(), &settings.inventory_url),
+            inventory,
+            catalog,
             orders: OrderClient::new(upstream, &settings.order_url),
             metrics,
             purchase_tokens: PurchaseTokens::new(
@@ -94,6 +114,7 @@ impl Application {
                 .app_data(admin.clone())
                 .app_data(json_config(max_body))
                 .app_data(path_config())
+                .app_data(query_config())
                 .configure(crate::routes::configure)
                 .configure(metrics::endpoint_if(metrics_here.as_ref()))
                 .default_service(web::to(not_found))

@@ -8,6 +8,7 @@ use seckill_common::kafka::EventProducer;
 use seckill_common::settings::{RedisSettings, Topics};
 use seckill_common::tasks::Tasks;
 
+use crate::catalog::Catalog;
 use crate::clients::{InventoryClient, OrderClient};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -27,6 +28,9 @@ pub struct AppState {
     pub sold_out_answer: SoldOutAnswer,
     pub limits: Arc<Limits>,
     pub inventory: InventoryClient,
+    /// The read path: sales and the list, cached in front of Redis and
+    /// inventory-service.
+    pub catalog: Arc<Catalog>,
     pub orders: OrderClient,
     pub metrics: Metrics,
     pub purchase_tokens: PurchaseTokens,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::RedisError;
 use sea_orm::{DatabaseConnection, DbErr};
@@ -25,6 +26,7 @@ pub struct AppState {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/sales", web::post().to(create_sale))
+        .route("/internal/sales", web::get().to(list_sales))
         .route("/internal/sales/{sale_id}", web::get().to(get_sale))
         .route("/internal/reconcile", web::post().to(reconcile));
 }
@@ -74,6 +76,26 @@ async fn get_sale(
         .map_err(db_failure)?
         .ok_or_else(missing)?;
     Ok(HttpResponse::Ok().json(SaleView::from(row)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    /// Unix milliseconds: sales that end after it.
+    ends_after_ms: i64,
+}
+
+/// The sales the gateways list, read once per gateway per `read_cache.list_ms`.
+#[tracing::instrument(name = "list_sales", skip(state))]
+async fn list_sales(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let since = DateTime::<Utc>::from_timestamp_millis(query.ends_after_ms)
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "ends_after_ms is out of range"))?;
+    let rows = sales::ending_after(&state.db, since)
+        .await
+        .map_err(db_failure)?;
+    Ok(HttpResponse::Ok().json(rows.into_iter().map(SaleView::from).collect::<Vec<_>>()))
 }
 
 /// Runs reconciliation now (waiting for a run in progress) and answers its report.

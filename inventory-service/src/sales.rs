@@ -3,7 +3,10 @@
 //! and creation is idempotent on the sale id, so a client that timed out can
 //! simply send the same request again.
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, TryInsertResult};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TryInsertResult,
+};
 use serde::{Deserialize, Serialize};
 
 use seckill_common::domain::SaleId;
@@ -81,6 +84,24 @@ pub async fn create(db: &impl ConnectionTrait, new: &NewSale) -> Result<Created,
 
 pub async fn find(db: &impl ConnectionTrait, id: &SaleId) -> Result<Option<sale::Model>, DbErr> {
     sale::Entity::find_by_id(id.as_str()).one(db).await
+}
+
+/// Sales listed at most per call: more than a storefront shows.
+pub const LIST_LIMIT: u64 = 1_000;
+
+/// Sales that end after `since`, by start time: what the gateways' read
+/// path lists (upcoming, active, recently ended).
+pub async fn ending_after(
+    db: &impl ConnectionTrait,
+    since: DateTime<Utc>,
+) -> Result<Vec<sale::Model>, DbErr> {
+    sale::Entity::find()
+        .filter(sale::Column::EndsAt.gt(since))
+        .order_by_asc(sale::Column::StartsAt)
+        .order_by_asc(sale::Column::Id)
+        .limit(LIST_LIMIT)
+        .all(db)
+        .await
 }
 
 /// The JSON shape of a sale in every answer.

@@ -93,6 +93,8 @@ pub async fn warm(
         .arg(row.per_user_limit)
         .arg(field::REQUIRE_PURCHASE_TOKEN)
         .arg(i32::from(row.require_purchase_token))
+        .arg(field::UNIT_PRICE_CENTS)
+        .arg(row.unit_price_cents)
         .invoke_async(&mut con)
         .await?;
     Ok(created == 1)

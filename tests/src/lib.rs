@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod invariants;
 pub mod process;
 pub mod proxy;
+pub mod scrape;
 pub mod servers;
 pub mod stack;
 pub mod wait;

@@ -55,6 +55,9 @@ pub async fn create_sale(
         .await?
         .ok_or_else(|| ApiError::unavailable("inventory-service did not accept the sale"))?;
     tracing::info!(sale_id = %sale.sale_id, stock = sale.terms.stock, "sale created");
+    // The new sale is listed by this gateway at once; the others see it
+    // within `read_cache.list_ms`.
+    state.catalog.forget(&sale.sale_id).await;
     Ok(HttpResponse::Created().json(created))
 }
 

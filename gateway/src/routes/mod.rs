@@ -13,6 +13,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi::openapi_json))
                 .route("/admin/sales", web::post().to(admin::create_sale))
+                .route("/sales", web::get().to(sales::list_sales))
                 .route("/sales/{sale_id}", web::get().to(sales::get_sale))
                 .route(
                     "/sales/{sale_id}/purchase-token",

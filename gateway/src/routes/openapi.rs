@@ -24,6 +24,7 @@ use crate::api::{
         description = "The public API of a flash sale. Every error answer is `{\"error\":{\"code\",\"message\"}}`; `code` is stable."
     ),
     paths(
+        super::sales::list_sales,
         super::sales::get_sale,
         super::sales::purchase_token,
         super::orders::place_order,
@@ -37,7 +38,7 @@ use crate::api::{
     components(schemas(
         SaleView, SaleStatus, SaleRecord, OrderView, OrderState, OrderList, Accepted,
         PurchaseToken, ReconcileReport, SaleTermsRequest, ErrorBody, ErrorDetail,
-        super::orders::PurchaseBody
+        super::orders::PurchaseBody, crate::catalog::Page
     )),
     modifiers(&BearerAuth),
     tags(

@@ -12,6 +12,7 @@ use seckill_common::stock::{self, SaleKeys};
 
 use crate::api::{Accepted, OrderState, OrderView};
 use crate::auth::AuthenticatedUser;
+use crate::catalog::sale_not_found;
 use crate::enqueue::{enqueue, Order};
 use crate::purchase::{self, Decision};
 use crate::state::AppState;
@@ -36,10 +37,6 @@ impl PurchaseBody {
         }
         serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))
     }
-}
-
-fn sale_not_found() -> ApiError {
-    ApiError::not_found("sale_not_found", "no such sale")
 }
 
 /// A sale Redis does not know is unknown, unless Redis lost its data and

@@ -1,8 +1,6 @@
-//! Reading a sale. Served from Redis (where its stock lives during the sale),
-//! with inventory-service as the fallback for a sale Redis does not hold.
-use std::collections::HashMap;
-
-use actix_web::http::StatusCode;
+//! Reading sales: the list and one sale, both through the read cache
+//! (`crate::catalog`); and the purchase token of a sale.
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
@@ -12,23 +10,46 @@ use seckill_common::http::{ApiError, ErrorBody};
 use seckill_common::redis_conn;
 use seckill_common::stock::{field, SaleKeys};
 
-use crate::api::{PurchaseToken, SaleStatus, SaleView};
+use crate::api::{PurchaseToken, SaleView};
 use crate::auth::AuthenticatedUser;
+use crate::catalog::{sale_not_found, Page, PageQuery};
 use crate::state::AppState;
 
-fn sale_not_found() -> ApiError {
-    ApiError::not_found("sale_not_found", "no such sale")
+/// The sales a shopper can see: upcoming and active, then those ended
+/// within `read_cache.ended_visible_secs`, by start time, each with its live
+/// stock (at most `read_cache.fresh_ms` behind).
+#[utoipa::path(
+    get,
+    path = "/api/v1/sales",
+    tag = "shop",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of sales", body = Page),
+        (status = "4XX", description = "Refused: `error.code` says why", body = ErrorBody),
+        (status = 503, description = "A backing service is unavailable; retry", body = ErrorBody),
+    )
+)]
+pub async fn list_sales(
+    query: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let page = state.catalog.page(query.into_inner().parse()?).await?;
+    let mut answer = HttpResponse::Ok();
+    if let Some(age) = page.stale_age_ms {
+        answer.insert_header((header::AGE, age / 1_000));
+    }
+    Ok(answer.json(page))
 }
 
-/// A sale: from Redis while it is there (its stock is live), else from
-/// inventory-service.
+/// A sale, from the gateway's read cache (`crate::catalog`). While Redis or
+/// inventory-service is unavailable, the last good copy, marked stale.
 #[utoipa::path(
     get,
     path = "/api/v1/sales/{sale_id}",
     tag = "shop",
     params(("sale_id" = String, Path, description = "The sale's id")),
     responses(
-        (status = 200, description = "The sale", body = SaleView),
+        (status = 200, description = "The sale; `stale_age_ms` and the `Age` header when it is the last good copy", body = SaleView),
         (status = "4XX", description = "Refused: `error.code` says why", body = ErrorBody),
         (status = 503, description = "A backing service is unavailable; retry", body = ErrorBody),
     )
@@ -37,44 +58,14 @@ pub async fn get_sale(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Malformed ids never leave the gateway.
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
-    let mut redis = state.redis.clone();
-    let hash: HashMap<String, String> = redis_conn::within(
-        state.redis_timeout,
-        redis.hgetall(SaleKeys::new(&sale).sale),
-    )
-    .await
-    .map_err(|e| {
-        tracing::warn!(error = %e, "redis unavailable");
-        ApiError::unavailable("stock store unavailable")
-    })?;
-    if let Some(view) = from_redis(&sale, &hash) {
-        return Ok(HttpResponse::Ok().json(view));
+    let read = state.catalog.sale(&sale).await?;
+    let mut answer = HttpResponse::Ok();
+    if let Some(age) = read.stale_for {
+        answer.insert_header((header::AGE, age.as_secs()));
     }
-    let record = state
-        .inventory
-        .sale(&sale)
-        .await?
-        .ok_or_else(sale_not_found)?;
-    Ok(HttpResponse::Ok().json(record.view(Utc::now())))
-}
-
-fn from_redis(sale: &SaleId, hash: &HashMap<String, String>) -> Option<SaleView> {
-    let int = |k: &str| hash.get(k).and_then(|v| v.parse::<i64>().ok());
-    let time = |k: &str| int(k).and_then(DateTime::<Utc>::from_timestamp_millis);
-    let (starts_at, ends_at) = (time(field::STARTS_AT)?, time(field::ENDS_AT)?);
-    Some(SaleView {
-        sale_id: sale.to_string(),
-        name: hash.get(field::NAME).cloned().unwrap_or_default(),
-        stock: int(field::TOTAL)?,
-        stock_remaining: int(field::STOCK)?.max(0),
-        starts_at,
-        ends_at,
-        per_user_limit: int(field::PER_USER_LIMIT)?,
-        require_purchase_token: hash.get(field::REQUIRE_PURCHASE_TOKEN).map(String::as_str)
-            == Some("1"),
-        status: SaleStatus::at(Utc::now(), starts_at, ends_at),
-    })
+    Ok(answer.json(read.view))
 }
 
 /// `GET /api/v1/sales/{id}/purchase-token`: the anti-bot step. A short-lived

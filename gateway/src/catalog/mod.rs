@@ -1,0 +1,245 @@
+//! The read path: what the crowd refreshes before and during a sale.
+//!
+//! Three levels, each shielding the next:
+//! 1. this process's cache (moka): a sale's answer for a short, jittered
+//!    while (`read_cache.fresh_ms`), and an unknown id's "no such sale" for
+//!    longer (`read_cache.negative_ms`);
+//! 2. Redis, where a sale's live stock is (one `HGETALL`);
+//! 3. inventory-service and PostgreSQL, only for a sale Redis does not hold.
+//!
+//! Concurrent misses of one key make one fill; the others wait for it
+//! (moka's `try_get_with`), so a cold key under a crowd costs one round
+//! trip (breakdown). Expiry is jittered per entry, so keys filled together do
+//! not all expire together (avalanche). Made-up ids are remembered as
+//! missing, so each reaches PostgreSQL at most once per negative TTL per
+//! gateway (penetration); malformed ids never leave the gateway.
+//!
+//! Invalidation is by TTL, not by broadcast: an entry lives at most
+//! `fresh_ms`, so stock, sold-out and the end of a sale reach every gateway
+//! within that bound with no channel that could itself fail or lag. Only a
+//! new sale read *before* it existed waits out `negative_ms`; sales are
+//! created well ahead of their start, and the warmer lists them every
+//! `list_ms`.
+//!
+//! Degradation: every answer is also kept as the *last good* copy
+//! (`read_cache.stale_for_ms`). When Redis or inventory-service fails, a
+//! read answers that copy, marked with its age; purchases never use it.
+mod entry;
+mod fill;
+mod listing;
+mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use moka::future::Cache;
+use redis::aio::ConnectionManager;
+
+use seckill_common::domain::SaleId;
+use seckill_common::http::ApiError;
+
+use crate::api::{SaleStatus, SaleView};
+use crate::clients::InventoryClient;
+use crate::configuration::ReadCacheSettings;
+
+pub use entry::Found;
+pub use listing::{Page, PageQuery};
+pub use metrics::CatalogMetrics;
+
+use entry::{Jittered, Snapshot};
+use fill::FillError;
+
+/// A sale as read: fresh, or the last good copy while a level below is down.
+pub struct Read {
+    pub view: SaleView,
+    /// How old the copy is, when it is a stale one.
+    pub stale_for: Option<Duration>,
+}
+
+impl Read {
+    fn of(found: &Found, stale: bool) -> Self {
+        let mut view = found.view.clone();
+        view.status = SaleStatus::at(Utc::now(), view.starts_at, view.ends_at);
+        let stale_for = stale.then(|| found.fetched.elapsed());
+        view.stale_age_ms = stale_for.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self { view, stale_for }
+    }
+}
+
+pub struct Catalog {
+    fresh: Cache<SaleId, Snapshot>,
+    last_good: Cache<SaleId, Arc<Found>>,
+    listing: listing::Listing,
+    sources: fill::Sources,
+    settings: ReadCacheSettings,
+    metrics: CatalogMetrics,
+}
+
+impl Catalog {
+    pub fn new(
+        settings: ReadCacheSettings,
+        redis: ConnectionManager,
+        redis_timeout: Duration,
+        inventory: InventoryClient,
+        metrics: CatalogMetrics,
+    ) -> Self {
+        let fresh = Cache::builder()
+            .max_capacity(settings.capacity)
+            .expire_after(Jittered)
+            .build();
+        let last_good = Cache::builder()
+            .max_capacity(settings.capacity)
+            .time_to_live(settings.stale_for)
+            .build();
+        Self {
+            fresh,
+            last_good,
+            listing: listing::Listing::new(&settings),
+            sources: fill::Sources {
+                redis,
+                redis_timeout,
+                inventory,
+            },
+            settings,
+            metrics,
+        }
+    }
+
+    /// The sale `id`, through the three levels.
+    pub async fn sale(&self, id: &SaleId) -> Result<Read, ApiError> {
+        // Only the caller whose fill runs sets it; the others waited for it.
+        let filled = AtomicBool::new(false);
+        let fill = async {
+            filled.store(true, Ordering::Relaxed);
+            self.fill(id).await
+        };
+        match self.fresh.try_get_with_by_ref(id, fill).await {
+            Ok(snapshot) => {
+                let filled = filled.load(Ordering::Relaxed);
+                match &snapshot.found {
+                    Some(found) => {
+                        self.metrics.lookup(if filled { "filled" } else { "hit" });
+                        Ok(Read::of(found, false))
+                    }
+                    None => {
+                        self.metrics.lookup("missing");
+                        Err(sale_not_found())
+                    }
+                }
+            }
+            Err(error) => match self.last_good.get(id).await {
+                Some(found) => {
+                    self.metrics.lookup("stale");
+                    Ok(Read::of(&found, true))
+                }
+                None => {
+                    self.metrics.lookup("failed");
+                    Err(error.to_api())
+                }
+            },
+        }
+    }
+
+    /// Reads the levels below, and keeps a found sale as the last good copy.
+    async fn fill(&self, id: &SaleId) -> Result<Snapshot, FillError> {
+        let started = Instant::now();
+        let result = self.sources.read(id, self.listing.knows(id)).await;
+        self.metrics.fill(&result, started.elapsed());
+        match result? {
+            Some(view) => {
+                let found = Arc::new(Found {
+                    view,
+                    fetched: Instant::now(),
+                });
+                self.last_good.insert(id.clone(), found.clone()).await;
+                Ok(Snapshot::found(
+                    found,
+                    self.settings.jittered(self.settings.fresh),
+                ))
+            }
+            None => Ok(Snapshot::missing(
+                self.settings.jittered(self.settings.negative),
+            )),
+        }
+    }
+
+    /// One page of the sales a shopper can see, each with its live stock.
+    pub async fn page(&self, query: PageQuery) -> Result<Page, ApiError> {
+        let listed = self
+            .listing
+            .current(&self.sources, &self.settings, &self.metrics)
+            .await?;
+        let now = Utc::now();
+        let visible: Vec<&SaleId> = listed
+            .ids
+            .iter()
+            .filter(|(_, ends_at)| *ends_at + self.settings.ended_visible() > now)
+            .map(|(id, _)| id)
+            .collect();
+        let total = visible.len();
+        let mut sales = Vec::with_capacity(query.limit);
+        for id in visible.iter().skip(query.offset).take(query.limit) {
+            match self.sale(id).await {
+                Ok(read) => sales.push(read.view),
+                // Listed a moment ago but gone now: nothing to show.
+                Err(e) if e.status == actix_web::http::StatusCode::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let next = query.offset + query.limit;
+        Ok(Page {
+            sales,
+            total,
+            next_offset: (next < total).then_some(next),
+            stale_age_ms: listed.stale_age_ms(),
+        })
+    }
+
+    /// Fills every visible sale that is upcoming or active. Run before the
+    /// gateway reports ready, and then every `list_ms` by the warmer, so a
+    /// sale's entry is in this gateway's cache before its start.
+    pub async fn warm(&self) -> Result<usize, ApiError> {
+        let listed = self
+            .listing
+            .refresh(&self.sources, &self.settings, &self.metrics)
+            .await?;
+        let now = Utc::now();
+        let mut warmed = 0;
+        for (id, ends_at) in &listed.ids {
+            if *ends_at > now && self.sale(id).await.is_ok() {
+                warmed += 1;
+            }
+        }
+        Ok(warmed)
+    }
+
+    /// Forgets what this gateway knows of `id`: after it created that sale,
+    /// so its own "no such sale" does not outlive the creation.
+    pub async fn forget(&self, id: &SaleId) {
+        self.fresh.invalidate(id).await;
+        self.listing.forget();
+    }
+
+    /// Warms every `read_cache.list_ms` until shutdown. A failed round is
+    /// logged and tried again next time; reads meanwhile fill on demand.
+    pub async fn keep_warm(self: Arc<Self>, shutdown: seckill_common::shutdown::Shutdown) {
+        let mut tick = tokio::time::interval(self.settings.list);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.warm().await {
+                        tracing::warn!(error = %e, "warming the read cache failed; retrying next round");
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn sale_not_found() -> ApiError {
+    ApiError::not_found("sale_not_found", "no such sale")
+}
