@@ -1,6 +1,8 @@
 //! Typed clients of the two internal APIs. Each knows its base URL, which of
 //! its calls are retried, and which of the service's own error codes the
 //! client may see; handlers call methods, not URLs.
+use std::sync::Arc;
+
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
@@ -8,6 +10,7 @@ use serde_json::Value;
 use seckill_common::domain::{OrderId, SaleId, UserId};
 
 use crate::api::{OrderList, OrderView, ReconcileReport, SaleRecord};
+use crate::breaker::Breaker;
 use crate::upstream::{Target, Upstream, UpstreamError};
 
 /// inventory-service: sales and reconciliation.
@@ -18,7 +21,7 @@ pub struct InventoryClient {
 }
 
 impl InventoryClient {
-    pub fn new(upstream: Upstream, base: &str) -> Self {
+    pub fn new(upstream: Upstream, base: &str, breaker: Arc<Breaker>) -> Self {
         let target = Target {
             name: "inventory-service",
             base: base.trim_end_matches('/').to_owned(),
@@ -28,6 +31,7 @@ impl InventoryClient {
                 "invalid_sale",
                 "reconcile_busy",
             ],
+            breaker,
         };
         Self { upstream, target }
     }
@@ -84,7 +88,7 @@ pub struct OrderClient {
 }
 
 impl OrderClient {
-    pub fn new(upstream: Upstream, base: &str) -> Self {
+    pub fn new(upstream: Upstream, base: &str, breaker: Arc<Breaker>) -> Self {
         let target = Target {
             name: "order-service",
             base: base.trim_end_matches('/').to_owned(),
@@ -95,6 +99,7 @@ impl OrderClient {
                 "payment_declined",
                 "invalid_idempotency_key",
             ],
+            breaker,
         };
         Self { upstream, target }
     }

@@ -1,5 +1,6 @@
 //! The gateway's typed settings: defaults, then `SECKILL_CONFIG` file, then
 //! `SECKILL_*` environment variables; validated before anything starts.
+use crate::breaker::BreakerSettings;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,8 @@ pub struct Settings {
     pub dev_mode: bool,
     /// The read path's cache (`crate::catalog`).
     pub read_cache: ReadCacheSettings,
+    /// The circuit breakers on Redis, inventory-service and order-service.
+    pub breaker: BreakerSettings,
 }
 
 /// The read path's cache in each gateway (`crate::catalog`). `fresh_ms` is
@@ -197,6 +200,7 @@ impl Default for Settings {
             unknown_outcome_resolve: Duration::from_millis(10_000),
             dev_mode: false,
             read_cache: ReadCacheSettings::default(),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -211,6 +215,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
         self.read_cache.validate().map_err(invalid)?;
+        self.breaker.validate().map_err(invalid)?;
         if self.jwt_secret.expose().len() < 16 {
             return Err(invalid("jwt_secret must be at least 16 bytes"));
         }

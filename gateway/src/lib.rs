@@ -7,6 +7,7 @@
 //! before any of that runs.
 pub mod api;
 pub mod auth;
+pub mod breaker;
 pub mod catalog;
 pub mod client_ip;
 pub mod clients;

@@ -13,6 +13,7 @@ use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
 
 use crate::auth::{AdminToken, JwtKeys};
+use crate::breaker::Breakers;
 use crate::catalog::{Catalog, CatalogMetrics};
 use crate::clients::{InventoryClient, OrderClient};
 use crate::configuration::Settings;
@@ -48,10 +49,16 @@ impl Application {
             trusted_proxies: settings.rate_limit.trusted_proxies.clone(),
             request_timeout,
         });
-        let inventory = InventoryClient::new(upstream.clone(), &settings.inventory_url);
+        let breakers = Breakers::new(settings.breaker, &core.registry)?;
+        let inventory = InventoryClient::new(
+            upstream.clone(),
+            &settings.inventory_url,
+            breakers.inventory.clone(),
+        );
         let catalog = Arc::new(Catalog::new(
             settings.read_cache.clone(),
             redis.clone(),
+            breakers.redis.clone(),
             settings.redis.response_timeout,
             inventory.clone(),
             CatalogMetrics::new(&core.registry)?,
@@ -77,7 +84,8 @@ impl Application {
             limits,
             inventory,
             catalog,
-            orders: OrderClient::new(upstream, &settings.order_url),
+            orders: OrderClient::new(upstream, &settings.order_url, breakers.orders.clone()),
+            breakers,
             metrics,
             purchase_tokens: PurchaseTokens::new(
                 settings.jwt_secret.clone(),

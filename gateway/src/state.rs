@@ -8,6 +8,7 @@ use seckill_common::kafka::EventProducer;
 use seckill_common::settings::{RedisSettings, Topics};
 use seckill_common::tasks::Tasks;
 
+use crate::breaker::Breakers;
 use crate::catalog::Catalog;
 use crate::clients::{InventoryClient, OrderClient};
 use crate::limits::Limits;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub orders: OrderClient,
     pub metrics: Metrics,
+    /// Redis, inventory-service, order-service: fail fast while one is down.
+    pub breakers: Breakers,
     pub purchase_tokens: PurchaseTokens,
     /// Purchases past their script, undos and produces being resolved run
     /// here, so that shutdown waits for them (`seckill_common::tasks`).

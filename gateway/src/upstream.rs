@@ -4,6 +4,7 @@
 //! Every request carries the current span's W3C trace context, so the called
 //! service's request span is a child of the gateway's.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
@@ -12,6 +13,8 @@ use serde::Serialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use seckill_common::http::ApiError;
+
+use crate::breaker::{Breaker, Open};
 use seckill_common::internal_auth::InternalToken;
 use seckill_common::retry::Backoff;
 
@@ -24,6 +27,8 @@ pub enum UpstreamError {
     },
     #[error("invalid upstream URL: {0}")]
     BadUrl(String),
+    #[error(transparent)]
+    Open(#[from] Open),
     #[error("{service} answered {status}")]
     Status {
         service: &'static str,
@@ -39,7 +44,18 @@ impl UpstreamError {
         match self {
             UpstreamError::Unreachable { .. } => true,
             UpstreamError::Status { status, .. } => status.is_server_error(),
-            UpstreamError::BadUrl(_) => false,
+            UpstreamError::BadUrl(_) | UpstreamError::Open(_) => false,
+        }
+    }
+
+    /// Whether it counts against the service's breaker: the service did not
+    /// answer, or failed. A payment timeout is the provider's, not its.
+    fn breaks(&self) -> bool {
+        match self {
+            UpstreamError::Status { status, body, .. } => {
+                status.is_server_error() && body["error"]["code"] != "payment_timeout"
+            }
+            other => other.retryable(),
         }
     }
 }
@@ -81,6 +97,7 @@ impl From<UpstreamError> for ApiError {
                     .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
                 ApiError::new(status, code, message)
             }
+            UpstreamError::Open(open) => open.into(),
             other => {
                 tracing::warn!(error = %other, "upstream call failed");
                 ApiError::unavailable("a backing service is unavailable")
@@ -96,6 +113,8 @@ pub struct Target {
     pub name: &'static str,
     pub base: String,
     pub passes: &'static [&'static str],
+    /// Wraps every call, its retries included.
+    pub breaker: Arc<Breaker>,
 }
 
 impl Target {
@@ -204,7 +223,8 @@ impl Upstream {
                 .map(Some)
                 .map_err(|source| UpstreamError::Unreachable { service, source })
         };
-        backoff.retry(attempt, UpstreamError::retryable).await
+        let retried = backoff.retry(attempt, UpstreamError::retryable);
+        target.breaker.call(retried, UpstreamError::breaks).await?
     }
 }
 

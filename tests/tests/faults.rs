@@ -3,6 +3,8 @@
 //! with the same check, `seckill_tests::invariants`.
 // One binary for the tests that kill or signal processes: each binary
 // links the whole workspace, and the cold build pays for every one.
+#[path = "faults/breakers.rs"]
+mod breakers;
 #[path = "faults/shutdown.rs"]
 mod shutdown;
 

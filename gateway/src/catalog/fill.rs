@@ -1,5 +1,6 @@
 //! The levels below the read cache: Redis, then inventory-service.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use seckill_common::redis_conn;
 use seckill_common::stock::{self, field, SaleKeys};
 
 use crate::api::{SaleRecord, SaleStatus, SaleView};
+use crate::breaker::{Breaker, Open};
 use crate::clients::InventoryClient;
 use crate::upstream::UpstreamError;
 
@@ -21,6 +23,8 @@ pub enum FillError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Inventory(#[from] UpstreamError),
+    #[error(transparent)]
+    Open(#[from] Open),
 }
 
 impl FillError {
@@ -28,6 +32,9 @@ impl FillError {
     pub fn to_api(&self) -> ApiError {
         match self {
             FillError::Redis(_) => ApiError::unavailable("stock store unavailable"),
+            FillError::Inventory(UpstreamError::Open(open)) | FillError::Open(open) => {
+                open.clone().into()
+            }
             FillError::Inventory(_) => ApiError::unavailable("sales unavailable"),
         }
     }
@@ -35,6 +42,7 @@ impl FillError {
 
 pub struct Sources {
     pub redis: ConnectionManager,
+    pub redis_breaker: Arc<Breaker>,
     pub redis_timeout: Duration,
     pub inventory: InventoryClient,
 }
@@ -54,12 +62,33 @@ impl Sources {
     /// orders in flight, and a read storm must not move onto PostgreSQL.
     pub async fn read(&self, id: &SaleId, listed: bool) -> Result<Option<SaleView>, FillError> {
         let mut redis = self.redis.clone();
-        let hash: HashMap<String, String> =
-            redis_conn::within(self.redis_timeout, redis.hgetall(SaleKeys::new(id).sale)).await?;
+        let (hash, warm) = self
+            .redis_breaker
+            .call(
+                async {
+                    let hash: HashMap<String, String> = redis_conn::within(
+                        self.redis_timeout,
+                        redis.hgetall(SaleKeys::new(id).sale),
+                    )
+                    .await?;
+                    // Asked only when the hash is absent: a second round trip
+                    // for made-up ids, none for real ones.
+                    let warm = match hash.is_empty() && !listed {
+                        true => {
+                            redis_conn::within(self.redis_timeout, stock::is_warm(&mut redis))
+                                .await?
+                        }
+                        false => false,
+                    };
+                    Ok::<_, redis::RedisError>((hash, warm))
+                },
+                |_| true,
+            )
+            .await??;
         if let Some(view) = from_redis(id, &hash) {
             return Ok(Some(view));
         }
-        if !listed && redis_conn::within(self.redis_timeout, stock::is_warm(&mut redis)).await? {
+        if warm {
             return Ok(None);
         }
         let record = self.inventory.sale(id).await?;

@@ -59,5 +59,6 @@ fn outcome<T>(result: &Result<T, FillError>) -> &'static str {
         Ok(_) => "ok",
         Err(FillError::Redis(_)) => "redis_error",
         Err(FillError::Inventory(_)) => "inventory_error",
+        Err(FillError::Open(_)) => "circuit_open",
     }
 }

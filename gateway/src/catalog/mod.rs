@@ -41,6 +41,7 @@ use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
 
 use crate::api::{SaleStatus, SaleView};
+use crate::breaker::Breaker;
 use crate::clients::InventoryClient;
 use crate::configuration::ReadCacheSettings;
 
@@ -81,6 +82,7 @@ impl Catalog {
     pub fn new(
         settings: ReadCacheSettings,
         redis: ConnectionManager,
+        redis_breaker: Arc<Breaker>,
         redis_timeout: Duration,
         inventory: InventoryClient,
         metrics: CatalogMetrics,
@@ -99,6 +101,7 @@ impl Catalog {
             listing: listing::Listing::new(&settings),
             sources: fill::Sources {
                 redis,
+                redis_breaker,
                 redis_timeout,
                 inventory,
             },

@@ -221,12 +221,25 @@ async fn reserve(
     has_token: bool,
 ) -> Result<Decision, ApiError> {
     let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
-    let mut redis = crate::worker_redis::connection(state).await;
-    let script = purchase::reserve_with_token(&mut redis, sale, user, quantity, order, has_token);
     let started = std::time::Instant::now();
-    let answer = redis_conn::within(state.redis_timeout, script)
+    let script = async {
+        let mut redis = crate::worker_redis::connection(state).await;
+        let script =
+            purchase::reserve_with_token(&mut redis, sale, user, quantity, order, has_token);
+        redis_conn::within(state.redis_timeout, script).await
+    };
+    // An open breaker refuses before the script is sent: nothing to undo,
+    // and no wait for a connection to a Redis known to be down.
+    let answer = state
+        .breakers
+        .redis
+        .call(script, |_| true)
         .instrument(span.clone())
-        .await;
+        .await
+        .inspect_err(|_| {
+            span.record("outcome", "circuit_open");
+            state.metrics.outcome("circuit_open");
+        })?;
     state.metrics.script(started.elapsed(), answer.is_ok());
     match answer {
         Ok(decision) => {

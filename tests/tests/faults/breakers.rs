@@ -1,0 +1,169 @@
+//! Circuit breakers (`gateway::breaker`): while a dependency is down the
+//! gateway fails fast, holds no in-flight slot for it, serves what it has
+//! cached marked stale, and closes again once the dependency is back.
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+use seckill_tests::scrape::metric_sum;
+use seckill_tests::{wait_until, Stack, StackOptions};
+
+/// Far below any timeout of the stack (Redis 1 s, upstream 2 s): an answer
+/// this quick did not wait for the dependency.
+const FAST: Duration = Duration::from_millis(150);
+
+struct Answer {
+    status: u16,
+    took: Duration,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn timed(request: reqwest::RequestBuilder) -> Answer {
+    let started = Instant::now();
+    let response = request.send().await.expect("gateway reachable");
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        took,
+        retry_after,
+        body,
+    }
+}
+
+fn is_open(a: &Answer) -> bool {
+    a.status == 503
+        && a.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("circuit open"))
+}
+
+async fn breaker_state(stack: &Stack, base: &str, dependency: &str) -> f64 {
+    metric_sum(
+        &stack.http,
+        base,
+        "seckill_breaker_state",
+        &[("dependency", dependency)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_again() {
+    let stack = Stack::start_with(StackOptions {
+        gateway_redis_proxy: true,
+        gateway_env: vec![
+            ("SECKILL_BREAKER__FAILURES".into(), "3".into()),
+            ("SECKILL_BREAKER__COOL_DOWN_MS".into(), "1000".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    let sale = stack.active_sale(50).await;
+    let sale_path = format!("{}/api/v1/sales/{sale}", stack.gateway_url);
+    assert_eq!(timed(stack.http.get(&sale_path)).await.status, 200);
+    let purchase = |user: String| {
+        let url = format!("{}/api/v1/sales/{sale}/orders", stack.gateway_url);
+        let token = stack.token(&user);
+        timed(stack.http.post(url).bearer_auth(token).json(&json!({})))
+    };
+
+    let proxy = stack.redis_proxy.as_ref().expect("redis proxy");
+    proxy.cut();
+    // A few purchases wait out the Redis timeout; then the breaker opens.
+    let mut tried = 0;
+    let opened = wait_until("the redis breaker to open", Duration::from_secs(30), || {
+        tried += 1;
+        let user = format!("early-{tried}");
+        let purchase = &purchase;
+        async move {
+            let answer = purchase(user).await;
+            assert_ne!(answer.status, 202, "nothing is sold while Redis is away");
+            is_open(&answer).then_some(answer)
+        }
+    })
+    .await;
+    assert!(opened.retry_after.is_some(), "503 carries Retry-After");
+    assert_eq!(
+        breaker_state(&stack, &stack.gateway_url, "redis").await,
+        2.0
+    );
+
+    // Open: a crowd of purchases is answered at once, none waits for Redis,
+    // and none is refused for want of an in-flight slot.
+    let answers: Vec<Answer> = stream::iter(0..200)
+        .map(|i| purchase(format!("crowd-{i}")))
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    for a in &answers {
+        assert!(is_open(a), "{} {}", a.status, a.body);
+        assert!(a.took < FAST, "answered in {:?}", a.took);
+        assert_ne!(a.body["error"]["code"], "overloaded");
+    }
+    // Reads answer the last good copy, marked.
+    let read = timed(stack.http.get(&sale_path)).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert!(read.body["stale_age_ms"].is_u64(), "{}", read.body);
+
+    proxy.pass();
+    let back = Instant::now();
+    wait_until(
+        "a purchase to succeed after the cool-down plus one probe",
+        Duration::from_secs(5),
+        || async { (purchase("after".into()).await.status == 202).then_some(()) },
+    )
+    .await;
+    assert!(back.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        breaker_state(&stack, &stack.gateway_url, "redis").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inventory_down_uncached_reads_fail_fast_instead_of_piling_up() {
+    let mut stack = Stack::start().await;
+    stack.inventory.kill();
+    // A gateway that has cached nothing: its warm-up finds inventory-service gone.
+    let (_gateway, url) = stack
+        .extra_gateway(
+            "cold",
+            &[
+                ("SECKILL_BREAKER__FAILURES", "2"),
+                ("SECKILL_BREAKER__COOL_DOWN_MS", "30000"),
+            ],
+        )
+        .await;
+    let list = format!("{url}/api/v1/sales");
+    let opened = wait_until(
+        "the inventory breaker to open",
+        Duration::from_secs(30),
+        || async {
+            let answer = timed(stack.http.get(&list)).await;
+            assert_ne!(answer.status, 200, "{}", answer.body);
+            is_open(&answer).then_some(answer)
+        },
+    )
+    .await;
+    assert!(opened.retry_after.is_some());
+
+    let answers: Vec<Answer> = stream::iter(0..200)
+        .map(|_| timed(stack.http.get(&list)))
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    for a in &answers {
+        assert!(is_open(a), "{} {}", a.status, a.body);
+        assert!(a.took < FAST, "answered in {:?}", a.took);
+    }
+    assert_eq!(breaker_state(&stack, &url, "inventory-service").await, 2.0);
+}
