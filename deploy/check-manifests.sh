@@ -79,14 +79,29 @@ ensure_py_tools() {
   fi
 }
 
+# promtool checks and unit-tests the alerting rules (deploy/prometheus).
+ensure_promtool() {
+  if ! command -v promtool >/dev/null 2>&1; then
+    step "installing promtool (Debian's prometheus)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+}
+
 ensure_kubectl
 ensure_py_tools
+ensure_promtool
 T="$TOOLS_DIR/bin"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
 step "yamllint"
 "$T/yamllint" --strict k8s deploy .yamllint
+
+step "promtool: alerting rules"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
 
 step "hadolint"
 "$T/hadolint" --no-color deploy/Dockerfile

@@ -652,3 +652,37 @@ fn only_the_gateway_reaches_the_internal_routes() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// The PrometheusRule of `k8s/components/alerts` carries exactly the groups
+/// of `deploy/prometheus/alerts.yml`, the rules promtool tests.
+#[test]
+fn the_prometheus_rule_carries_the_tested_alerting_rules() {
+    let read = |path: &str| -> Value {
+        let text = std::fs::read_to_string(k8s::repo_root().join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let rules = read("deploy/prometheus/alerts.yml");
+    let rule = read("k8s/components/alerts/prometheus-rule.yaml");
+    assert_eq!(rule["kind"], Value::from("PrometheusRule"));
+    assert_eq!(
+        rule["spec"]["groups"], rules["groups"],
+        "k8s/components/alerts/prometheus-rule.yaml differs from deploy/prometheus/alerts.yml"
+    );
+    let alerts: Vec<&str> = rules["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for wanted in [
+        "SeckillCircuitBreakerOpen",
+        "SeckillConsumerLagGrowing",
+        "SeckillDeadLetters",
+        "SeckillReconciliationRepairs",
+        "SeckillOrdersOfUnknownOutcome",
+        "SeckillPurchaseErrorRate",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} missing: {alerts:?}");
+    }
+}

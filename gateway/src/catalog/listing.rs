@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
 
-use super::fill::Sources;
+use super::fill::{FillError, Sources};
 use super::metrics::CatalogMetrics;
 use crate::api::SaleView;
 use crate::configuration::ReadCacheSettings;
@@ -147,7 +147,7 @@ impl Listing {
         sources: &Sources,
         settings: &ReadCacheSettings,
         metrics: &CatalogMetrics,
-    ) -> Result<Arc<Listed>, super::FillError> {
+    ) -> Result<Arc<Listed>, FillError> {
         let started = Instant::now();
         let result = sources.list(Utc::now() - settings.ended_visible()).await;
         metrics.list_fill(&result, started.elapsed());
