@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::settings::RedisSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
 
 /// Connects, with a timeout on connect and on every response, and capped
 /// exponential backoff when the connection has to be re-established: 1 s,
@@ -13,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// request) bound each call with [`within`]: the manager's requests await
 /// the reconnection in progress, retries and backoff included.
 pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(settings.url.expose())?;
+    let client = client(settings)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout))
         .set_response_timeout(Some(settings.response_timeout))
@@ -22,6 +23,44 @@ pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionM
         .set_exponent_base(2.0)
         .set_max_delay(Duration::from_secs(2));
     ConnectionManager::new_with_config(client, config).await
+}
+
+/// The client for `settings`: the URL, then the credentials and the CA file
+/// that are given apart from it.
+pub fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
+    let mut info = settings.url.expose().into_connection_info()?;
+    let mut auth = info.redis_settings().clone();
+    if let Some(user) = &settings.username {
+        auth = auth.set_username(user);
+    }
+    if let Some(password) = &settings.password {
+        auth = auth.set_password(password.expose());
+    }
+    info = info.set_redis_settings(auth);
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    match &settings.tls_ca_file {
+        Some(path) if tls => {
+            let root_cert = std::fs::read(path).map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot read redis.tls_ca_file",
+                    format!("{}: {e}", path.display()),
+                ))
+            })?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+        }
+        Some(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "redis.tls_ca_file is set but the URL is not rediss://",
+        ))),
+        None => redis::Client::open(info),
+    }
 }
 
 /// Runs one Redis call, failing with a timeout error after `limit`: while

@@ -236,7 +236,18 @@ impl Topics {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RedisSettings {
+    /// `redis://host:port` or, with TLS, `rediss://host:port`; may carry
+    /// `user:password@`. A secret: it may hold the password.
     pub url: Secret,
+    /// ACL user (Redis 6+), when not in the URL.
+    pub username: Option<String>,
+    /// The password (of `username`, or `requirepass`), when not in the URL:
+    /// so that Kubernetes can give it from a Secret and the URL from a
+    /// ConfigMap. Never logged.
+    pub password: Option<Secret>,
+    /// PEM file of the CA that signed the server's certificate (`rediss://`
+    /// only); without it the system's trust store is used.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     #[serde(rename = "connect_timeout_ms", with = "crate::settings::millis")]
     pub connect_timeout: Duration,
     #[serde(rename = "response_timeout_ms", with = "crate::settings::millis")]
@@ -247,6 +258,9 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: Secret::from("redis://127.0.0.1:6379"),
+            username: None,
+            password: None,
+            tls_ca_file: None,
             connect_timeout: Duration::from_millis(1_000),
             response_timeout: Duration::from_millis(500),
         }
