@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE BENCHMARK: the whole stack on this machine (release builds), then six
+# THE BENCHMARK: the whole stack on this machine (release builds), then eight
 # measurements with the same load settings, side by side, with the ratios and
 # each target printed as met or MISSED. Speed is reported here, never asserted
 # in tests. Results: docs/benchmarks.md explains them.
@@ -25,7 +25,8 @@
 #   BENCH_BROKER_STORAGE memory  the broker's storage: memory, or sqlite (durable, as run.sh;
 #                               its SQL engine then dominates the machine: docs/benchmarks.md)
 #   BENCH_ONLY          unset   run only these measurements (comma-separated: http-ceiling,
-#                               redis, purchase, sold-out, persist); the summary then is skipped
+#                               redis, purchase, sold-out, persist, read, flood); the summary
+#                               then is skipped
 #
 # Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
 # 26379, PostgreSQL 25432, broker 29092, gateway 28080, inventory-service
@@ -307,7 +308,39 @@ wanted persist && measure persist "$BIN/bench" purchase --name "persistence" --g
     --users "$PERSIST_ORDERS" --stock "$PERSIST_ORDERS" "${LOAD[@]}" \
     --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/persist"
 
-# ------------------------------------------------------------------ 6. peak RSS
+# ------------------------------------------------------------------ 6. read path
+# The crowd before and during a sale: GETs of one active sale, answered from
+# the gateway's read cache (gateway/src/catalog), Redis behind it.
+if wanted read; then
+    starts="$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:%SZ)"
+    ends="$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)"
+    read_sale="$(curl -sf -X POST "$GATEWAY/api/v1/admin/sales" \
+        -H "Authorization: Bearer $SECKILL_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"name\":\"read path\",\"stock\":1000,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}" |
+        sed -n 's/.*"sale_id":"\([^"]*\)".*/\1/p')"
+    [ -n "$read_sale" ] || die "could not create the read path's sale"
+    measure read "$BIN/bench" http --name "read path" --url "$GATEWAY/api/v1/sales/$read_sale" \
+        --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/read"
+fi
+
+# ------------------------------------------------------------------ 7. made-up-id flood
+# GETs of FLOOD_KEYS well-formed ids no sale has. What reaches PostgreSQL is
+# counted from inventory-service's /metrics (its background jobs included).
+FLOOD_KEYS=100
+inventory_selects() {
+    curl -sf "http://127.0.0.1:$INV_PORT/metrics" |
+        awk '/^seckill_db_query_duration_seconds_count\{/ && /operation="SELECT"/ { s += $NF } END { print s + 0 }'
+}
+if wanted flood; then
+    selects_before="$(inventory_selects)"
+    measure flood "$BIN/bench" http --name "made-up-id flood" --url "$GATEWAY/api/v1/sales/madeup__i__" \
+        --keys "$FLOOD_KEYS" --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/flood"
+    FLOOD_QUERIES=$(($(inventory_selects) - selects_before))
+    echo "== made-up-id flood: $FLOOD_QUERIES database queries in inventory-service ==" |
+        tee -a "$OUT/flood.txt"
+fi
+
+# ------------------------------------------------------------------ 8. peak RSS
 if [ -n "${BENCH_ONLY:-}" ]; then
     log "BENCH_ONLY=$BENCH_ONLY: no summary. Results: $OUT"
     exit 0
@@ -320,7 +353,9 @@ done
 
 "$BIN/bench" compare --http "$OUT/http-ceiling/result.json" --purchase "$OUT/purchase/result.json" \
     --sold-out "$OUT/sold-out/result.json" --persist "$OUT/persist/result.json" \
-    --redis-rps "$REDIS_RPS" "${rss_args[@]}" --out "$OUT" | tee "$OUT/summary.txt"
+    --redis-rps "$REDIS_RPS" "${rss_args[@]}" --read "$OUT/read/result.json" \
+    --flood "$OUT/flood/result.json" --flood-keys "$FLOOD_KEYS" --flood-db-queries "$FLOOD_QUERIES" \
+    --out "$OUT" | tee "$OUT/summary.txt"
 
 cat <<EOF
 

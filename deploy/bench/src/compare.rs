@@ -20,6 +20,20 @@ pub struct Inputs {
     pub redis_evalsha_rps: Option<f64>,
     /// (service, peak RSS in bytes).
     pub rss: Vec<(String, u64)>,
+    /// GETs of one active sale (the crowd refreshing its page).
+    pub read: Option<RunResult>,
+    /// GETs spread over made-up sale ids.
+    pub flood: Option<Flood>,
+}
+
+/// The made-up-id flood and what it cost PostgreSQL.
+pub struct Flood {
+    pub run: RunResult,
+    /// Distinct made-up ids.
+    pub keys: u32,
+    /// inventory-service's SELECTs during the run (its background jobs'
+    /// included), from its `/metrics`.
+    pub db_queries: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +134,7 @@ pub fn verdict(i: &Inputs) -> Verdict {
         .find(|(name, _)| name == "gateway")
         .map(|&(_, b)| b as f64 / MIB);
 
+    let read = i.read.as_ref().map(|r| r.summary.throughput_rps);
     let mut figures = vec![
         figure(
             "1. HTTP ceiling (minimal actix-web, 202 + JSON)",
@@ -166,6 +181,28 @@ pub fn verdict(i: &Inputs) -> Verdict {
             ),
         ),
     ];
+    if i.read.is_some() {
+        figures.push(figure(
+            "7. gateway read path (GET of an active sale)",
+            read,
+            "req/s",
+            format!(
+                "{:.2} x HTTP ceiling",
+                ratio(read, http).unwrap_or(f64::NAN)
+            ),
+        ));
+    }
+    if let Some(flood) = &i.flood {
+        figures.push(figure(
+            "8. made-up-id flood (GET of unknown ids)",
+            Some(flood.run.summary.throughput_rps),
+            "req/s",
+            format!(
+                "{} requests over {} ids: {} database queries in inventory-service",
+                flood.run.summary.requests, flood.keys, flood.db_queries
+            ),
+        ));
+    }
     for (name, bytes) in &i.rss {
         figures.push(figure(
             &format!("6. peak RSS {name}"),
@@ -202,9 +239,30 @@ pub fn verdict(i: &Inputs) -> Verdict {
         ),
         at_most("gateway peak RSS", gateway_rss, 64.0, " MiB"),
     ];
+    let mut targets = targets;
+    if i.read.is_some() {
+        targets.push(at_least(
+            "read path / HTTP ceiling",
+            ratio(read, http),
+            0.9,
+            "",
+        ));
+    }
+    if let Some(flood) = &i.flood {
+        targets.push(at_most(
+            "flood: database queries (at most one per id)",
+            Some(flood.db_queries),
+            f64::from(flood.keys),
+            "",
+        ));
+    }
 
     let mut checks = Vec::new();
-    for run in [&i.http, &i.purchase, &i.sold_out, &i.persist] {
+    let runs = [&i.http, &i.purchase, &i.sold_out, &i.persist]
+        .into_iter()
+        .chain(i.read.as_ref())
+        .chain(i.flood.as_ref().map(|f| &f.run));
+    for run in runs {
         if let Some(sale) = &run.sale {
             if sale.oversold {
                 checks.push(format!(

@@ -43,6 +43,9 @@ pub struct LoadSpec {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Request i carries `authorizations[i % len]` (one token per user).
     pub authorizations: Vec<HeaderValue>,
+    /// Request i goes to `paths[i % len]` instead of the target's path (the
+    /// read path's flood of made-up ids).
+    pub paths: Vec<hyper::Uri>,
     pub requests: u64,
     pub duration: Duration,
     pub concurrency: usize,
@@ -324,7 +327,10 @@ async fn connect(shared: &Shared) -> std::result::Result<Sender, &'static str> {
 fn request(spec: &LoadSpec, i: u64) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(spec.body.clone()));
     *req.method_mut() = spec.method.clone();
-    *req.uri_mut() = spec.target.path.clone();
+    *req.uri_mut() = match spec.paths.len() as u64 {
+        0 => spec.target.path.clone(),
+        n => spec.paths[(i % n) as usize].clone(),
+    };
     let headers = req.headers_mut();
     headers.insert(HOST, spec.target.authority.clone());
     for (name, value) in &spec.headers {

@@ -126,6 +126,10 @@ struct HttpArgs {
     headers: Vec<String>,
     #[arg(long, default_value_t = 20_000)]
     requests: u64,
+    /// Spread the requests over this many paths: `__i__` in the URL's path
+    /// becomes 0..KEYS, request by request.
+    #[arg(long)]
+    keys: Option<u32>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -146,6 +150,17 @@ struct CompareArgs {
     /// `SERVICE=BYTES` peak RSS, repeatable.
     #[arg(long)]
     rss: Vec<String>,
+    /// The read path's run.
+    #[arg(long)]
+    read: Option<PathBuf>,
+    /// The made-up-id flood's run, its number of ids, and the database
+    /// queries inventory-service made meanwhile.
+    #[arg(long, requires_all = ["flood_keys", "flood_db_queries"])]
+    flood: Option<PathBuf>,
+    #[arg(long)]
+    flood_keys: Option<u32>,
+    #[arg(long)]
+    flood_db_queries: Option<f64>,
     /// Writes summary.json and summary.md here.
     #[arg(long)]
     out: PathBuf,
@@ -205,6 +220,7 @@ fn spec(load: &LoadArgs, target: Target, method: Method, requests: u64) -> LoadS
         body: Bytes::new(),
         headers: Vec::new(),
         authorizations: Vec::new(),
+        paths: Vec::new(),
         requests,
         duration: Duration::from_secs(load.duration_secs),
         concurrency: load.concurrency,
@@ -227,7 +243,20 @@ async fn http(args: HttpArgs) -> anyhow::Result<()> {
     plot::init_font(args.load.font.as_deref());
     let target = Target::parse(&args.url)?;
     let method: Method = args.method.parse().context("--method")?;
-    let mut spec = spec(&args.load, target, method.clone(), args.requests);
+    let mut spec = spec(&args.load, target.clone(), method.clone(), args.requests);
+    if let Some(keys) = args.keys {
+        let template = target.path.to_string();
+        if !template.contains("__i__") {
+            bail!("--keys needs `__i__` in the URL's path");
+        }
+        spec.paths = (0..keys)
+            .map(|i| {
+                let path = template.replace("__i__", &i.to_string());
+                path.parse::<hyper::Uri>()
+                    .with_context(|| format!("path {path}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
     spec.body = Bytes::from(args.body.unwrap_or_default());
     for raw in &args.headers {
         let (name, value) = raw
@@ -367,6 +396,15 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
             .iter()
             .map(|r| compare::parse_rss(r))
             .collect::<Result<_, _>>()?,
+        read: args.read.as_deref().map(compare::load).transpose()?,
+        flood: match (&args.flood, args.flood_keys, args.flood_db_queries) {
+            (Some(path), Some(keys), Some(db_queries)) => Some(compare::Flood {
+                run: compare::load(path)?,
+                keys,
+                db_queries,
+            }),
+            _ => None,
+        },
     };
     let verdict = compare::verdict(&inputs);
     print!("{}", verdict.text());
