@@ -224,7 +224,7 @@ measure() {
     local perf_scope=()
     case "${BENCH_PERF:-}:$name" in
         :*) ;;
-        *:purchase | *:sold-out) perf_scope=(-g -p "$(svc_pid gateway)") ;;
+        *:purchase | *:sold-out | *:read) perf_scope=(-g -p "$(svc_pid gateway)") ;;
         *:persist) perf_scope=(-a) ;;
     esac
     if [ "${#perf_scope[@]}" -gt 0 ]; then

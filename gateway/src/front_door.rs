@@ -13,13 +13,21 @@
 //!
 //! Only the memory of [`crate::sold_out`] is consulted; a sale not known to
 //! be sold out takes the full path, where Redis decides.
+//!
+//! Reads of a sale this gateway holds fresh in its read cache
+//! ([`crate::catalog`]) are answered here too, for the same reasons: the
+//! crowd refreshing a sale page gets a public answer that costs nothing
+//! behind the gateway. A read the cache cannot answer (a miss, a stale or
+//! missing entry) takes the full path, rate limits included, so what does
+//! reach Redis or PostgreSQL is still limited.
 use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
-use actix_web::http::{ConnectionType, Method};
+use actix_web::http::{header, ConnectionType, Method};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::{web, Error, HttpMessage, HttpResponse};
 use futures::StreamExt;
 
@@ -36,7 +44,42 @@ fn purchased_sale(path: &str) -> Option<&str> {
     SaleId::is_valid(raw).then_some(raw)
 }
 
+/// The sale id of `GET /api/v1/sales/{sale_id}`, the same way.
+fn read_sale(path: &str) -> Option<&str> {
+    let raw = path.strip_prefix("/api/v1/sales/")?;
+    SaleId::is_valid(raw).then_some(raw)
+}
+
+/// A bodiless GET of a sale the read cache holds fresh: its rendered answer.
+async fn cached_read(req: &ServiceRequest) -> Option<(web::Data<AppState>, Bytes)> {
+    if req.method() != Method::GET
+        || req.headers().contains_key(header::CONTENT_LENGTH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let sale = read_sale(req.path())?;
+    let state = req.app_data::<web::Data<AppState>>()?;
+    let body = state.catalog.cached(sale).await?;
+    Some((state.clone(), body))
+}
+
 pub async fn answer_sold_out(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    if let Some((state, body)) = cached_read(&req).await {
+        let started = Instant::now();
+        let response = HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .body(body);
+        state.cached_read.observe(started.elapsed());
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    sold_out(req, next).await
+}
+
+async fn sold_out(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
@@ -107,6 +150,21 @@ mod tests {
             "/api/v2/sales/s-1/orders",
         ] {
             assert!(purchased_sale(other).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn finds_the_sale_of_a_read_path_only() {
+        assert_eq!(read_sale("/api/v1/sales/s-1"), Some("s-1"));
+        for other in [
+            "/api/v1/sales/",
+            "/api/v1/sales",
+            "/api/v1/sales/s-1/orders",
+            "/api/v1/sales/s-1/purchase-token",
+            "/api/v1/sales/s-1/",
+            "/api/v1/sales/s%2D1",
+        ] {
+            assert!(read_sale(other).is_none(), "{other}");
         }
     }
 }

@@ -3,6 +3,7 @@
 //! shares is in `seckill_common::service`.
 use std::sync::Arc;
 
+use actix_web::http::Method;
 use actix_web::{web, App};
 use anyhow::Context;
 
@@ -81,6 +82,7 @@ impl Application {
             topics: settings.kafka.topics(),
             sold_out: SoldOutCache::new(settings.sold_out_cache),
             sold_out_answer: SoldOutAnswer::new(&http_metrics)?,
+            cached_read: http_metrics.route(&Method::GET, crate::catalog::SALE_ROUTE, 200)?,
             limits,
             inventory,
             catalog,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use seckill_common::kafka::EventProducer;
+use seckill_common::metrics::RouteMetrics;
 use seckill_common::settings::{RedisSettings, Topics};
 use seckill_common::tasks::Tasks;
 
@@ -27,6 +28,9 @@ pub struct AppState {
     /// The front door's answer, rendered once, and its request metrics
     /// (it answers before the metrics middleware runs; see `front_door`).
     pub sold_out_answer: SoldOutAnswer,
+    /// The request metrics of the reads the front door answers from the
+    /// read cache.
+    pub cached_read: RouteMetrics,
     pub limits: Arc<Limits>,
     pub inventory: InventoryClient,
     /// The read path: sales and the list, cached in front of Redis and

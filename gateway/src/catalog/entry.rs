@@ -2,6 +2,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::web::Bytes;
 use moka::Expiry;
 
 use seckill_common::domain::SaleId;
@@ -11,7 +12,20 @@ use crate::api::SaleView;
 /// A sale as a level below answered it, and when.
 pub struct Found {
     pub view: SaleView,
+    /// `view` as JSON, rendered once per fill: the front door answers a
+    /// crowd's reads with it (`crate::front_door`).
+    pub body: Bytes,
     pub fetched: Instant,
+}
+
+impl Found {
+    pub fn new(view: SaleView) -> Self {
+        Self {
+            body: Bytes::from(serde_json::to_vec(&view).unwrap_or_default()),
+            view,
+            fetched: Instant::now(),
+        }
+    }
 }
 
 /// One cache entry: the sale, or the fact that there is none. Each carries
