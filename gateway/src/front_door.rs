@@ -15,9 +15,10 @@
 //! be sold out takes the full path, where Redis decides.
 //!
 //! Reads of a sale this gateway holds fresh in its read cache
-//! ([`crate::catalog`]) are answered here too, for the same reasons: the
-//! crowd refreshing a sale page gets a public answer that costs nothing
-//! behind the gateway. A read the cache cannot answer (a miss, a stale or
+//! ([`crate::catalog`]), and of an id it knows to be no sale, are answered
+//! here too, for the same reasons: the crowd refreshing a sale page (or a
+//! bot flooding made-up ids) gets a public answer that costs nothing behind
+//! the gateway. A read the cache cannot answer (a miss, a stale or
 //! missing entry) takes the full path, rate limits included, so what does
 //! reach Redis or PostgreSQL is still limited.
 use std::time::Instant;
@@ -27,12 +28,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
 use actix_web::http::{header, ConnectionType, Method};
 use actix_web::middleware::Next;
-use actix_web::web::Bytes;
 use actix_web::{web, Error, HttpMessage, HttpResponse};
 use futures::StreamExt;
 
 use seckill_common::domain::SaleId;
 
+use crate::catalog::Cached;
 use crate::state::AppState;
 
 /// The sale id of a purchase path, found without the router's regex (and
@@ -50,8 +51,8 @@ fn read_sale(path: &str) -> Option<&str> {
     SaleId::is_valid(raw).then_some(raw)
 }
 
-/// A bodiless GET of a sale the read cache holds fresh: its rendered answer.
-async fn cached_read(req: &ServiceRequest) -> Option<(web::Data<AppState>, Bytes)> {
+/// A bodiless GET of a sale the read cache holds fresh: its answer.
+async fn cached_read(req: &ServiceRequest) -> Option<(web::Data<AppState>, Cached)> {
     if req.method() != Method::GET
         || req.headers().contains_key(header::CONTENT_LENGTH)
         || req.headers().contains_key(header::TRANSFER_ENCODING)
@@ -68,12 +69,19 @@ pub async fn answer_sold_out(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    if let Some((state, body)) = cached_read(&req).await {
+    if let Some((state, cached)) = cached_read(&req).await {
         let started = Instant::now();
-        let response = HttpResponse::Ok()
-            .content_type(ContentType::json())
-            .body(body);
-        state.cached_read.observe(started.elapsed());
+        let answers = &state.cached_reads;
+        let (mut response, metrics, body) = match cached {
+            Cached::Sale(body) => (HttpResponse::Ok(), &answers.found, body),
+            Cached::Missing => (
+                HttpResponse::NotFound(),
+                &answers.missing,
+                answers.not_found.clone(),
+            ),
+        };
+        let response = response.content_type(ContentType::json()).body(body);
+        metrics.observe(started.elapsed());
         return Ok(req.into_response(response).map_into_right_body());
     }
     sold_out(req, next).await

@@ -3,7 +3,6 @@
 //! shares is in `seckill_common::service`.
 use std::sync::Arc;
 
-use actix_web::http::Method;
 use actix_web::{web, App};
 use anyhow::Context;
 
@@ -15,7 +14,7 @@ use seckill_common::shutdown::Shutdown;
 
 use crate::auth::{AdminToken, JwtKeys};
 use crate::breaker::Breakers;
-use crate::catalog::{Catalog, CatalogMetrics};
+use crate::catalog::{CachedReads, Catalog, CatalogMetrics};
 use crate::clients::{InventoryClient, OrderClient};
 use crate::configuration::Settings;
 use crate::limits::{Admission, Limits};
@@ -82,7 +81,7 @@ impl Application {
             topics: settings.kafka.topics(),
             sold_out: SoldOutCache::new(settings.sold_out_cache),
             sold_out_answer: SoldOutAnswer::new(&http_metrics)?,
-            cached_read: http_metrics.route(&Method::GET, crate::catalog::SALE_ROUTE, 200)?,
+            cached_reads: CachedReads::new(&http_metrics)?,
             limits,
             inventory,
             catalog,

@@ -5,12 +5,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use seckill_common::kafka::EventProducer;
-use seckill_common::metrics::RouteMetrics;
 use seckill_common::settings::{RedisSettings, Topics};
 use seckill_common::tasks::Tasks;
 
 use crate::breaker::Breakers;
-use crate::catalog::Catalog;
+use crate::catalog::{CachedReads, Catalog};
 use crate::clients::{InventoryClient, OrderClient};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -28,9 +27,8 @@ pub struct AppState {
     /// The front door's answer, rendered once, and its request metrics
     /// (it answers before the metrics middleware runs; see `front_door`).
     pub sold_out_answer: SoldOutAnswer,
-    /// The request metrics of the reads the front door answers from the
-    /// read cache.
-    pub cached_read: RouteMetrics,
+    /// What the front door needs to answer reads from the read cache.
+    pub cached_reads: CachedReads,
     pub limits: Arc<Limits>,
     pub inventory: InventoryClient,
     /// The read path: sales and the list, cached in front of Redis and

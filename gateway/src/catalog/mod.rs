@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::http::Method;
 use actix_web::web::Bytes;
 use chrono::Utc;
 use moka::future::Cache;
@@ -40,6 +41,7 @@ use redis::aio::ConnectionManager;
 
 use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
+use seckill_common::metrics::{HttpMetrics, RouteMetrics};
 
 use crate::api::{SaleStatus, SaleView};
 use crate::breaker::Breaker;
@@ -52,6 +54,14 @@ pub use metrics::CatalogMetrics;
 
 use entry::{Jittered, Snapshot};
 use fill::FillError;
+
+/// A read the cache answers by itself ([`Catalog::cached`]).
+pub enum Cached {
+    /// The sale's answer, rendered.
+    Sale(Bytes),
+    /// No such sale (a negative entry).
+    Missing,
+}
 
 /// A sale as read: fresh, or the last good copy while a level below is down.
 pub struct Read {
@@ -146,18 +156,22 @@ impl Catalog {
         }
     }
 
-    /// The rendered answer for `id` if this gateway holds a fresh one whose
-    /// status has not changed since it was filled; else `None`, and the
-    /// read takes the full path. Never waits for a fill.
-    pub async fn cached(&self, id: &str) -> Option<Bytes> {
+    /// What this gateway holds fresh for `id`: the rendered sale (if its
+    /// status has not changed since it was filled), or the fact that there
+    /// is no such sale. `None`: the read takes the full path. Never waits
+    /// for a fill.
+    pub async fn cached(&self, id: &str) -> Option<Cached> {
         let snapshot = self.fresh.get(id).await?;
-        let found = snapshot.found.as_ref()?;
+        let Some(found) = snapshot.found.as_ref() else {
+            self.metrics.lookup("missing");
+            return Some(Cached::Missing);
+        };
         let view = &found.view;
         if SaleStatus::at(Utc::now(), view.starts_at, view.ends_at) != view.status {
             return None;
         }
         self.metrics.lookup("hit");
-        Some(found.body.clone())
+        Some(Cached::Sale(found.body.clone()))
     }
 
     /// Reads the levels below, and keeps a found sale as the last good copy.
@@ -257,6 +271,25 @@ impl Catalog {
 
 /// The read route, as the router and the metrics name it.
 pub const SALE_ROUTE: &str = "/api/v1/sales/{sale_id}";
+
+/// The request metrics of the reads the front door answers from the cache
+/// (found, and no such sale), and the 404's body, rendered once.
+pub struct CachedReads {
+    pub found: RouteMetrics,
+    pub missing: RouteMetrics,
+    pub not_found: Bytes,
+}
+
+impl CachedReads {
+    pub fn new(http: &HttpMetrics) -> Result<Self, prometheus::Error> {
+        let not_found = sale_not_found();
+        Ok(Self {
+            found: http.route(&Method::GET, SALE_ROUTE, 200)?,
+            missing: http.route(&Method::GET, SALE_ROUTE, not_found.status.as_u16())?,
+            not_found: Bytes::from(serde_json::to_vec(&not_found.body()).unwrap_or_default()),
+        })
+    }
+}
 
 pub fn sale_not_found() -> ApiError {
     ApiError::not_found("sale_not_found", "no such sale")
