@@ -183,7 +183,7 @@ pub fn verdict(i: &Inputs) -> Verdict {
     ];
     if i.read.is_some() {
         figures.push(figure(
-            "7. gateway read path (GET of an active sale)",
+            "6. gateway read path (GET of an active sale)",
             read,
             "req/s",
             format!(
@@ -194,7 +194,7 @@ pub fn verdict(i: &Inputs) -> Verdict {
     }
     if let Some(flood) = &i.flood {
         figures.push(figure(
-            "8. made-up-id flood (GET of unknown ids)",
+            "7. made-up-id flood (GET of unknown ids)",
             Some(flood.run.summary.throughput_rps),
             "req/s",
             format!(
@@ -205,7 +205,7 @@ pub fn verdict(i: &Inputs) -> Verdict {
     }
     for (name, bytes) in &i.rss {
         figures.push(figure(
-            &format!("6. peak RSS {name}"),
+            &format!("8. peak RSS {name}"),
             Some(*bytes as f64 / MIB),
             "MiB",
             String::new(),
