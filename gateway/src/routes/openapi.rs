@@ -89,6 +89,7 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).expect("JSON");
         let paths = doc["paths"].as_object().expect("paths");
         for (path, method) in [
+            ("/api/v1/sales", "get"),
             ("/api/v1/sales/{sale_id}", "get"),
             ("/api/v1/sales/{sale_id}/purchase-token", "get"),
             ("/api/v1/sales/{sale_id}/orders", "post"),
@@ -104,6 +105,6 @@ mod tests {
                 "{method} {path} is not documented"
             );
         }
-        assert_eq!(paths.len(), 9, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 10, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

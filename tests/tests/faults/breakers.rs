@@ -9,9 +9,12 @@ use serde_json::{json, Value};
 use seckill_tests::scrape::metric_sum;
 use seckill_tests::{wait_until, Stack, StackOptions};
 
-/// Far below any timeout of the stack (Redis 1 s, upstream 2 s): an answer
-/// this quick did not wait for the dependency.
-const FAST: Duration = Duration::from_millis(150);
+/// Half the shortest timeout a refused call would otherwise have waited
+/// out (Redis's response timeout, set to 1 s below; upstream 2 s): an
+/// answer this quick did not wait for the dependency. Generous, because the
+/// whole suite shares two cores; the exact proof is the breaker's own count
+/// of refusals.
+const FAST: Duration = Duration::from_millis(500);
 
 struct Answer {
     status: u16,
@@ -54,6 +57,16 @@ fn all_refused_at_once(answers: &[Answer]) {
     }
 }
 
+async fn refused(stack: &Stack, base: &str, dependency: &str) -> f64 {
+    metric_sum(
+        &stack.http,
+        base,
+        "seckill_breaker_rejected_total",
+        &[("dependency", dependency)],
+    )
+    .await
+}
+
 async fn breaker_state(stack: &Stack, base: &str, dependency: &str) -> f64 {
     metric_sum(
         &stack.http,
@@ -71,6 +84,7 @@ async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_ag
         gateway_env: vec![
             ("SECKILL_BREAKER__FAILURES".into(), "3".into()),
             ("SECKILL_BREAKER__COOL_DOWN_MS".into(), "1000".into()),
+            ("SECKILL_REDIS__RESPONSE_TIMEOUT_MS".into(), "1000".into()),
         ],
         ..StackOptions::default()
     })
@@ -107,12 +121,19 @@ async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_ag
 
     // Open: a crowd of purchases is answered at once, none waits for Redis,
     // and none is refused for want of an in-flight slot.
+    let before = refused(&stack, &stack.gateway_url, "redis").await;
     let answers: Vec<Answer> = stream::iter(0..200)
         .map(|i| purchase(format!("crowd-{i}")))
         .buffer_unordered(50)
         .collect()
         .await;
     all_refused_at_once(&answers);
+    // The warmer's reads may add their own refusals.
+    let by_breaker = refused(&stack, &stack.gateway_url, "redis").await - before;
+    assert!(
+        by_breaker >= 200.0,
+        "every purchase refused by the breaker: {by_breaker}"
+    );
     // Reads answer the last good copy, marked.
     let read = timed(stack.http.get(&sale_path)).await;
     assert_eq!(read.status, 200, "{}", read.body);
@@ -160,11 +181,19 @@ async fn inventory_down_uncached_reads_fail_fast_instead_of_piling_up() {
     .await;
     assert!(opened.retry_after.is_some());
 
+    let before = refused(&stack, &url, "inventory-service").await;
     let answers: Vec<Answer> = stream::iter(0..200)
         .map(|_| timed(stack.http.get(&list)))
         .buffer_unordered(50)
         .collect()
         .await;
     all_refused_at_once(&answers);
+    // Concurrent misses of the list share one fill, so fewer refusals than
+    // answers; but every answer came from the breaker, none from a timeout.
+    let by_breaker = refused(&stack, &url, "inventory-service").await - before;
+    assert!(
+        by_breaker >= 1.0,
+        "the breaker refused the fills: {by_breaker}"
+    );
     assert_eq!(breaker_state(&stack, &url, "inventory-service").await, 2.0);
 }
