@@ -105,6 +105,9 @@ pub struct ReadCacheSettings {
     pub list: Duration,
     /// How long an ended sale stays in the list.
     pub ended_visible_secs: u32,
+    /// Sales starting within this many seconds (and active ones) are kept
+    /// warm: refreshed before their entry expires.
+    pub warm_ahead_secs: u32,
     /// Sales (and unknown ids) held at most.
     pub capacity: u64,
 }
@@ -118,6 +121,7 @@ impl Default for ReadCacheSettings {
             stale_for: Duration::from_secs(600),
             list: Duration::from_millis(1_000),
             ended_visible_secs: 3_600,
+            warm_ahead_secs: 900,
             capacity: 100_000,
         }
     }
@@ -128,6 +132,10 @@ impl ReadCacheSettings {
     pub fn jittered(&self, base: Duration) -> Duration {
         let cut = f64::from(self.jitter_percent) / 100.0 * rand::random::<f64>();
         base.mul_f64(1.0 - cut)
+    }
+
+    pub fn warm_ahead(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.warm_ahead_secs))
     }
 
     pub fn ended_visible(&self) -> chrono::Duration {

@@ -69,10 +69,18 @@ pub struct Page {
     pub stale_age_ms: Option<u64>,
 }
 
-/// Sale ids with their end, in start order.
+/// One listed sale: what the list and the warmer need of it.
+#[derive(Clone)]
+pub struct ListedSale {
+    pub id: SaleId,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// The listed sales, in start order.
 #[derive(Clone)]
 pub struct Listed {
-    pub ids: Vec<(SaleId, DateTime<Utc>)>,
+    pub ids: Vec<ListedSale>,
     fetched: Instant,
     stale: bool,
 }
@@ -153,7 +161,13 @@ impl Listing {
         metrics.list_fill(&result, started.elapsed());
         let ids = result?
             .into_iter()
-            .filter_map(|r| Some((SaleId::parse(&r.sale_id).ok()?, r.ends_at)))
+            .filter_map(|r| {
+                Some(ListedSale {
+                    id: SaleId::parse(&r.sale_id).ok()?,
+                    starts_at: r.starts_at,
+                    ends_at: r.ends_at,
+                })
+            })
             .collect();
         let listed = Arc::new(Listed {
             ids,
@@ -173,7 +187,7 @@ impl Listing {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|listed| listed.ids.iter().any(|(listed, _)| listed == id))
+            .is_some_and(|listed| listed.ids.iter().any(|listed| listed.id == *id))
     }
 
     pub fn forget(&self) {

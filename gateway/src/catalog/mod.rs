@@ -19,7 +19,7 @@
 //! within that bound with no channel that could itself fail or lag. Only a
 //! new sale read *before* it existed waits out `negative_ms`; sales are
 //! created well ahead of their start, and the warmer lists them every
-//! `list_ms`.
+//! `list_ms` and keeps the coming ones refreshed (`warm`).
 //!
 //! Degradation: every answer is also kept as the *last good* copy
 //! (`read_cache.stale_for_ms`). When Redis or inventory-service fails, a
@@ -204,8 +204,8 @@ impl Catalog {
         let visible: Vec<&SaleId> = listed
             .ids
             .iter()
-            .filter(|(_, ends_at)| *ends_at + self.settings.ended_visible() > now)
-            .map(|(id, _)| id)
+            .filter(|s| s.ends_at + self.settings.ended_visible() > now)
+            .map(|s| &s.id)
             .collect();
         let total = visible.len();
         let mut sales = Vec::with_capacity(query.limit);
@@ -226,22 +226,34 @@ impl Catalog {
         })
     }
 
-    /// Fills every visible sale that is upcoming or active. Run before the
-    /// gateway reports ready, and then every `list_ms` by the warmer, so a
-    /// sale's entry is in this gateway's cache before its start.
+    /// Fetches the list now and refreshes every sale that is active or
+    /// starts within `read_cache.warm_ahead_secs`: before the gateway
+    /// serves, then every half `fresh_ms` (`keep_warm`). A warm sale's entry
+    /// is replaced before it expires, so the crowd at its start never meets
+    /// a miss; the list itself is fetched at most once per `list_ms`.
     pub async fn warm(&self) -> Result<usize, ApiError> {
         let listed = self
             .listing
             .refresh(&self.sources, &self.settings, &self.metrics)
             .await?;
+        Ok(self.refresh_warm(&listed.ids).await)
+    }
+
+    async fn refresh_warm(&self, listed: &[listing::ListedSale]) -> usize {
         let now = Utc::now();
+        let horizon = now + self.settings.warm_ahead();
         let mut warmed = 0;
-        for (id, ends_at) in &listed.ids {
-            if *ends_at > now && self.sale(id).await.is_ok() {
+        for sale in listed
+            .iter()
+            .filter(|s| s.ends_at > now && s.starts_at < horizon)
+        {
+            // A failed refresh leaves the entry to expire and fill on demand.
+            if let Ok(snapshot) = self.fill(&sale.id).await {
+                self.fresh.insert(sale.id.clone(), snapshot).await;
                 warmed += 1;
             }
         }
-        Ok(warmed)
+        warmed
     }
 
     /// Forgets what this gateway knows of `id`: after it created that sale,
@@ -251,17 +263,20 @@ impl Catalog {
         self.listing.forget();
     }
 
-    /// Warms every `read_cache.list_ms` until shutdown. A failed round is
+    /// Warms every half `read_cache.fresh_ms` until shutdown. A failed round is
     /// logged and tried again next time; reads meanwhile fill on demand.
     pub async fn keep_warm(self: Arc<Self>, shutdown: seckill_common::shutdown::Shutdown) {
-        let mut tick = tokio::time::interval(self.settings.list);
+        let mut tick = tokio::time::interval(self.settings.fresh / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tick.tick() => {
-                    if let Err(e) = self.warm().await {
-                        tracing::warn!(error = %e, "warming the read cache failed; retrying next round");
+                    match self.listing.current(&self.sources, &self.settings, &self.metrics).await {
+                        Ok(listed) => {
+                            self.refresh_warm(&listed.ids).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "warming the read cache failed; retrying next round"),
                     }
                 }
             }

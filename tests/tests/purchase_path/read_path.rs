@@ -63,13 +63,21 @@ fn stack_with(gateway: &[(&str, &str)]) -> StackOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_concurrent_reads_of_a_cold_key_make_one_fill() {
     // Entries live long enough that every read of the burst meets the first
-    // fill's entry; the warmer stays out of the way after its first round.
+    // fill's entry; the warmer keeps nothing warm (a sale an hour away, and
+    // no warm-ahead), so the key is cold until the burst.
     let stack = Stack::start_with(stack_with(&[
         ("SECKILL_READ_CACHE__FRESH_MS", "10000"),
-        ("SECKILL_READ_CACHE__LIST_MS", "600000"),
+        ("SECKILL_READ_CACHE__WARM_AHEAD_SECS", "0"),
     ]))
     .await;
-    let sale = stack.active_sale(10).await;
+    let now = Utc::now();
+    let sale = stack
+        .create_sale(
+            10,
+            now + chrono::Duration::hours(1),
+            now + chrono::Duration::hours(2),
+        )
+        .await;
     let before = sale_fills(&stack, &stack.gateway_url).await;
 
     let statuses: Vec<u16> = stream::iter(0..500)
@@ -101,16 +109,67 @@ async fn five_hundred_concurrent_reads_of_a_cold_key_make_one_fill() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_gateway_has_its_coming_sales_in_memory_before_it_is_ready() {
+    let stack = Stack::start().await;
+    let now = Utc::now();
+    let soon = stack
+        .create_sale(
+            3,
+            now + chrono::Duration::minutes(5),
+            now + chrono::Duration::hours(1),
+        )
+        .await;
+    // Entries that outlive the test, so that what is measured is the warm-up.
+    let (_gateway, url) = stack
+        .extra_gateway("warm", &[("SECKILL_READ_CACHE__FRESH_MS", "10000")])
+        .await;
+    let lookups = |result: &'static str| {
+        let url = url.clone();
+        let stack = &stack;
+        async move {
+            metric_sum(
+                &stack.http,
+                &url,
+                "seckill_read_cache_lookups_total",
+                &[("result", result)],
+            )
+            .await
+        }
+    };
+    let (filled, hits) = (lookups("filled").await, lookups("hit").await);
+    let (status, _, body) = get_at(&stack, &url, &format!("/api/v1/sales/{soon}")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("upcoming")),
+        "{body}"
+    );
+    assert_eq!(
+        lookups("filled").await - filled,
+        0.0,
+        "the first read filled nothing"
+    );
+    assert_eq!(lookups("hit").await - hits, 1.0, "the first read was a hit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_made_up_ids_never_reaches_postgresql() {
-    // The warmer keeps the real sale fresh every `list_ms`; out of the way
-    // here, so that every fill counted is one of the flood's.
+    // The warmer would keep an active sale fresh; the real sale beside the
+    // made-up ids is an hour away and nothing is warmed ahead, so that every
+    // fill counted is one of the flood's.
     let stack = Stack::start_with(stack_with(&[
         ("SECKILL_READ_CACHE__NEGATIVE_MS", "60000"),
-        ("SECKILL_READ_CACHE__LIST_MS", "600000"),
+        ("SECKILL_READ_CACHE__WARM_AHEAD_SECS", "0"),
     ]))
     .await;
-    stack.active_sale(1).await; // a real sale beside them
+    let now = Utc::now();
+    stack
+        .create_sale(
+            1,
+            now + chrono::Duration::hours(1),
+            now + chrono::Duration::hours(2),
+        )
+        .await;
     wait_warm(&stack).await;
     let inventory = stack.inventory_url.clone();
     let selects = || {
