@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::web::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use redis::aio::ConnectionManager;
 
@@ -226,22 +226,24 @@ impl Catalog {
         })
     }
 
-    /// Fetches the list now and refreshes every sale that is active or
-    /// starts within `read_cache.warm_ahead_secs`: before the gateway
-    /// serves, then every half `fresh_ms` (`keep_warm`). A warm sale's entry
-    /// is replaced before it expires, so the crowd at its start never meets
-    /// a miss; the list itself is fetched at most once per `list_ms`.
+    /// Fetches the list now and fills every sale that is active or upcoming:
+    /// before the gateway serves. From then on `keep_warm` refreshes those
+    /// that are active or start within `read_cache.warm_ahead_secs` every
+    /// half `fresh_ms`: a warm sale's entry is replaced before it expires,
+    /// so the crowd at its start never meets a miss. The list itself is
+    /// fetched at most once per `list_ms`.
     pub async fn warm(&self) -> Result<usize, ApiError> {
         let listed = self
             .listing
             .refresh(&self.sources, &self.settings, &self.metrics)
             .await?;
-        Ok(self.refresh_warm(&listed.ids).await)
+        Ok(self
+            .refresh_warm(&listed.ids, DateTime::<Utc>::MAX_UTC)
+            .await)
     }
 
-    async fn refresh_warm(&self, listed: &[listing::ListedSale]) -> usize {
+    async fn refresh_warm(&self, listed: &[listing::ListedSale], horizon: DateTime<Utc>) -> usize {
         let now = Utc::now();
-        let horizon = now + self.settings.warm_ahead();
         let mut warmed = 0;
         for sale in listed
             .iter()
@@ -274,7 +276,8 @@ impl Catalog {
                 _ = tick.tick() => {
                     match self.listing.current(&self.sources, &self.settings, &self.metrics).await {
                         Ok(listed) => {
-                            self.refresh_warm(&listed.ids).await;
+                            let horizon = Utc::now() + self.settings.warm_ahead();
+                            self.refresh_warm(&listed.ids, horizon).await;
                         }
                         Err(e) => tracing::warn!(error = %e, "warming the read cache failed; retrying next round"),
                     }
