@@ -57,24 +57,12 @@ fn all_refused_at_once(answers: &[Answer]) {
     }
 }
 
-async fn refused(stack: &Stack, base: &str, dependency: &str) -> f64 {
-    metric_sum(
-        &stack.http,
-        base,
-        "seckill_breaker_rejected_total",
-        &[("dependency", dependency)],
-    )
-    .await
-}
+const REFUSED: &str = "seckill_breaker_rejected_total";
+const STATE: &str = "seckill_breaker_state";
 
-async fn breaker_state(stack: &Stack, base: &str, dependency: &str) -> f64 {
-    metric_sum(
-        &stack.http,
-        base,
-        "seckill_breaker_state",
-        &[("dependency", dependency)],
-    )
-    .await
+/// One of the breaker's metrics for `dependency`, as the gateway at `base` reports it.
+async fn breaker(stack: &Stack, base: &str, metric: &str, dependency: &str) -> f64 {
+    metric_sum(&stack.http, base, metric, &[("dependency", dependency)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -115,13 +103,13 @@ async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_ag
     .await;
     assert!(opened.retry_after.is_some(), "503 carries Retry-After");
     assert_eq!(
-        breaker_state(&stack, &stack.gateway_url, "redis").await,
+        breaker(&stack, &stack.gateway_url, STATE, "redis").await,
         2.0
     );
 
     // Open: a crowd of purchases is answered at once, none waits for Redis,
     // and none is refused for want of an in-flight slot.
-    let before = refused(&stack, &stack.gateway_url, "redis").await;
+    let before = breaker(&stack, &stack.gateway_url, REFUSED, "redis").await;
     let answers: Vec<Answer> = stream::iter(0..200)
         .map(|i| purchase(format!("crowd-{i}")))
         .buffer_unordered(50)
@@ -129,7 +117,7 @@ async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_ag
         .await;
     all_refused_at_once(&answers);
     // The warmer's reads may add their own refusals.
-    let by_breaker = refused(&stack, &stack.gateway_url, "redis").await - before;
+    let by_breaker = breaker(&stack, &stack.gateway_url, REFUSED, "redis").await - before;
     assert!(
         by_breaker >= 200.0,
         "every purchase refused by the breaker: {by_breaker}"
@@ -149,7 +137,7 @@ async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_ag
     .await;
     assert!(back.elapsed() < Duration::from_secs(5));
     assert_eq!(
-        breaker_state(&stack, &stack.gateway_url, "redis").await,
+        breaker(&stack, &stack.gateway_url, STATE, "redis").await,
         0.0
     );
 }
@@ -181,7 +169,7 @@ async fn inventory_down_uncached_reads_fail_fast_instead_of_piling_up() {
     .await;
     assert!(opened.retry_after.is_some());
 
-    let before = refused(&stack, &url, "inventory-service").await;
+    let before = breaker(&stack, &url, REFUSED, "inventory-service").await;
     let answers: Vec<Answer> = stream::iter(0..200)
         .map(|_| timed(stack.http.get(&list)))
         .buffer_unordered(50)
@@ -190,10 +178,10 @@ async fn inventory_down_uncached_reads_fail_fast_instead_of_piling_up() {
     all_refused_at_once(&answers);
     // Concurrent misses of the list share one fill, so fewer refusals than
     // answers; but every answer came from the breaker, none from a timeout.
-    let by_breaker = refused(&stack, &url, "inventory-service").await - before;
+    let by_breaker = breaker(&stack, &url, REFUSED, "inventory-service").await - before;
     assert!(
         by_breaker >= 1.0,
         "the breaker refused the fills: {by_breaker}"
     );
-    assert_eq!(breaker_state(&stack, &url, "inventory-service").await, 2.0);
+    assert_eq!(breaker(&stack, &url, STATE, "inventory-service").await, 2.0);
 }
