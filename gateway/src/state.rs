@@ -50,3 +50,25 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
 }
+
+impl AppState {
+    /// One Redis call made while serving a request: bounded by
+    /// `redis_timeout`, and refused at once while the Redis breaker is open.
+    pub async fn redis_call<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, seckill_common::http::ApiError> {
+        let bounded = seckill_common::redis_conn::within(self.redis_timeout, call);
+        self.breakers
+            .redis
+            .call(bounded, |_| true)
+            .await?
+            .map_err(stock_store_down)
+    }
+}
+
+/// The answer when Redis failed a request's call: 503, worth a retry.
+pub fn stock_store_down(error: redis::RedisError) -> seckill_common::http::ApiError {
+    tracing::warn!(%error, "redis unavailable");
+    seckill_common::http::ApiError::unavailable("stock store unavailable")
+}

@@ -15,7 +15,7 @@ use crate::auth::AuthenticatedUser;
 use crate::catalog::sale_not_found;
 use crate::enqueue::{enqueue, Order};
 use crate::purchase::{self, Decision};
-use crate::state::AppState;
+use crate::state::{stock_store_down, AppState};
 
 /// `{}` or `{"quantity": n}`. Unknown fields are refused, not ignored: a
 /// client that sends `{"qty": 5}` must learn it bought one unit, not five.
@@ -44,16 +44,11 @@ impl PurchaseBody {
 /// Only this rare path pays the extra round trip.
 async fn missing_sale(state: &AppState) -> ApiError {
     let mut redis = state.redis.clone();
-    match redis_conn::within(state.redis_timeout, stock::is_warm(&mut redis)).await {
+    match state.redis_call(stock::is_warm(&mut redis)).await {
         Ok(true) => sale_not_found(),
         Ok(false) => ApiError::unavailable("the sale's stock is being restored; retry shortly"),
-        Err(error) => stock_store_down(error),
+        Err(error) => error,
     }
-}
-
-fn stock_store_down(error: redis::RedisError) -> ApiError {
-    tracing::warn!(%error, "redis unavailable");
-    ApiError::unavailable("stock store unavailable")
 }
 
 /// The header that carries a purchase token (anti-bot step, see `purchase_token`).
@@ -299,15 +294,14 @@ pub async fn get_order(
     // told the outcome was unknown learns it. Both in one round trip.
     let keys = SaleKeys::new(order_id.sale_id());
     let id = order_id.to_string();
-    let (holder, void): (Option<String>, bool) = redis_conn::within(
-        state.redis_timeout,
-        redis::pipe()
-            .hget(&keys.buyers, user.as_str())
-            .hexists(&keys.void, &id)
-            .query_async(&mut redis),
-    )
-    .await
-    .map_err(stock_store_down)?;
+    let (holder, void): (Option<String>, bool) = state
+        .redis_call(
+            redis::pipe()
+                .hget(&keys.buyers, user.as_str())
+                .hexists(&keys.void, &id)
+                .query_async(&mut redis),
+        )
+        .await?;
     let (status, reason) = match (holder.as_deref() == Some(id.as_str()), void) {
         (true, _) => (OrderState::Queued, None),
         (false, true) => (OrderState::Failed, Some("not_enqueued".to_owned())),

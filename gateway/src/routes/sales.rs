@@ -7,7 +7,6 @@ use redis::AsyncCommands;
 
 use seckill_common::domain::SaleId;
 use seckill_common::http::{ApiError, ErrorBody};
-use seckill_common::redis_conn;
 use seckill_common::stock::{field, SaleKeys};
 
 use crate::api::{PurchaseToken, SaleView};
@@ -96,13 +95,7 @@ pub async fn purchase_token(
         SaleKeys::new(&sale).sale,
         &[field::STARTS_AT, field::ENDS_AT],
     );
-    let (starts_at, ends_at): (Option<i64>, Option<i64>) =
-        redis_conn::within(state.redis_timeout, window)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "redis unavailable");
-                ApiError::unavailable("stock store unavailable")
-            })?;
+    let (starts_at, ends_at): (Option<i64>, Option<i64>) = state.redis_call(window).await?;
     let (Some(starts_at), Some(ends_at)) = (starts_at, ends_at) else {
         return Err(sale_not_found());
     };

@@ -122,6 +122,15 @@ async fn redis_down_purchases_fail_fast_reads_go_stale_and_the_breaker_closes_ag
         by_breaker >= 200.0,
         "every purchase refused by the breaker: {by_breaker}"
     );
+    // The gateway's other Redis reads are behind the same breaker.
+    let token = timed(
+        stack
+            .http
+            .get(format!("{sale_path}/purchase-token"))
+            .bearer_auth(stack.token("reader")),
+    )
+    .await;
+    all_refused_at_once(&[token]);
     // Reads answer the last good copy, marked.
     let read = timed(stack.http.get(&sale_path)).await;
     assert_eq!(read.status, 200, "{}", read.body);
