@@ -1,5 +1,6 @@
-//! The front door: a purchase of a sale this gateway knows is sold out is
-//! answered here, before anything else runs.
+//! The front door: what this gateway can answer from memory is answered
+//! here, before anything else runs: a purchase of a sale it knows is sold
+//! out, and a read its read cache holds fresh (below).
 //!
 //! Why first, before authentication, rate limits and the request's span:
 //! after the last unit the crowd keeps coming, and every one of them gets the
@@ -65,7 +66,7 @@ async fn cached_read(req: &ServiceRequest) -> Option<(web::Data<AppState>, Cache
     Some((state.clone(), body))
 }
 
-pub async fn answer_sold_out(
+pub async fn answer_from_memory(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {

@@ -112,9 +112,10 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(crate::limits::admit))
                 .wrap(seckill_common::request_span::middleware())
                 .wrap(http_metrics.clone())
-                // Outermost: a known sold-out sale is answered before anything else.
+                // Outermost: what memory answers (a known sold-out sale, a cached
+                // read) is answered before anything else.
                 .wrap(actix_web::middleware::from_fn(
-                    crate::front_door::answer_sold_out,
+                    crate::front_door::answer_from_memory,
                 ))
                 .app_data(state.clone())
                 .app_data(admission.clone())

@@ -28,6 +28,12 @@ impl Found {
     }
 }
 
+/// How old something fetched at `fetched` is, in milliseconds: the
+/// `stale_age_ms` of an answer.
+pub fn age_ms(fetched: Instant) -> u64 {
+    u64::try_from(fetched.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One cache entry: the sale, or the fact that there is none. Each carries
 /// its own lifetime, drawn with jitter when it was filled.
 #[derive(Clone)]

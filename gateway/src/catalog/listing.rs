@@ -87,8 +87,7 @@ pub struct Listed {
 
 impl Listed {
     pub fn stale_age_ms(&self) -> Option<u64> {
-        self.stale
-            .then(|| u64::try_from(self.fetched.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.stale.then(|| super::entry::age_ms(self.fetched))
     }
 }
 
@@ -158,7 +157,7 @@ impl Listing {
     ) -> Result<Arc<Listed>, FillError> {
         let started = Instant::now();
         let result = sources.list(Utc::now() - settings.ended_visible()).await;
-        metrics.list_fill(&result, started.elapsed());
+        metrics.fill("list", &result, started.elapsed());
         let ids = result?
             .into_iter()
             .filter_map(|r| {

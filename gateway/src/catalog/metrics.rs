@@ -41,15 +41,10 @@ impl CatalogMetrics {
         self.lookups.with_label_values(&[result]).inc();
     }
 
-    pub fn fill<T>(&self, result: &Result<T, FillError>, took: Duration) {
+    /// A fill of `what` (`sale` or `list`) from the levels below.
+    pub fn fill<T>(&self, what: &str, result: &Result<T, FillError>, took: Duration) {
         self.fills
-            .with_label_values(&["sale", outcome(result)])
-            .observe(took.as_secs_f64());
-    }
-
-    pub fn list_fill<T>(&self, result: &Result<T, FillError>, took: Duration) {
-        self.fills
-            .with_label_values(&["list", outcome(result)])
+            .with_label_values(&[what, outcome(result)])
             .observe(took.as_secs_f64());
     }
 }

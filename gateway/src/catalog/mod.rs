@@ -63,21 +63,13 @@ pub enum Cached {
     Missing,
 }
 
-/// A sale as read: fresh, or the last good copy while a level below is down.
-pub struct Read {
-    pub view: SaleView,
-    /// How old the copy is, when it is a stale one.
-    pub stale_for: Option<Duration>,
-}
-
-impl Read {
-    fn of(found: &Found, stale: bool) -> Self {
-        let mut view = found.view.clone();
-        view.status = SaleStatus::at(Utc::now(), view.starts_at, view.ends_at);
-        let stale_for = stale.then(|| found.fetched.elapsed());
-        view.stale_age_ms = stale_for.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self { view, stale_for }
-    }
+/// The sale as answered now: its status by the clock, and, for the last
+/// good copy served while a level below is down, its age.
+fn answer(found: &Found, stale: bool) -> SaleView {
+    let mut view = found.view.clone();
+    view.status = SaleStatus::at(Utc::now(), view.starts_at, view.ends_at);
+    view.stale_age_ms = stale.then(|| entry::age_ms(found.fetched));
+    view
 }
 
 pub struct Catalog {
@@ -122,7 +114,7 @@ impl Catalog {
     }
 
     /// The sale `id`, through the three levels.
-    pub async fn sale(&self, id: &SaleId) -> Result<Read, ApiError> {
+    pub async fn sale(&self, id: &SaleId) -> Result<SaleView, ApiError> {
         // Only the caller whose fill runs sets it; the others waited for it.
         let filled = AtomicBool::new(false);
         let fill = async {
@@ -135,7 +127,7 @@ impl Catalog {
                 match &snapshot.found {
                     Some(found) => {
                         self.metrics.lookup(if filled { "filled" } else { "hit" });
-                        Ok(Read::of(found, false))
+                        Ok(answer(found, false))
                     }
                     None => {
                         self.metrics.lookup("missing");
@@ -146,7 +138,7 @@ impl Catalog {
             Err(error) => match self.last_good.get(id).await {
                 Some(found) => {
                     self.metrics.lookup("stale");
-                    Ok(Read::of(&found, true))
+                    Ok(answer(&found, true))
                 }
                 None => {
                     self.metrics.lookup("failed");
@@ -178,7 +170,7 @@ impl Catalog {
     async fn fill(&self, id: &SaleId) -> Result<Snapshot, FillError> {
         let started = Instant::now();
         let result = self.sources.read(id, self.listing.knows(id)).await;
-        self.metrics.fill(&result, started.elapsed());
+        self.metrics.fill("sale", &result, started.elapsed());
         match result? {
             Some(view) => {
                 let found = Arc::new(Found::new(view));
@@ -211,7 +203,7 @@ impl Catalog {
         let mut sales = Vec::with_capacity(query.limit);
         for id in visible.iter().skip(query.offset).take(query.limit) {
             match self.sale(id).await {
-                Ok(read) => sales.push(read.view),
+                Ok(view) => sales.push(view),
                 // Listed a moment ago but gone now: nothing to show.
                 Err(e) if e.status == actix_web::http::StatusCode::NOT_FOUND => {}
                 Err(e) => return Err(e),

@@ -33,11 +33,7 @@ pub async fn list_sales(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let page = state.catalog.page(query.into_inner().parse()?).await?;
-    let mut answer = HttpResponse::Ok();
-    if let Some(age) = page.stale_age_ms {
-        answer.insert_header((header::AGE, age / 1_000));
-    }
-    Ok(answer.json(page))
+    Ok(aged(page.stale_age_ms).json(page))
 }
 
 /// A sale, from the gateway's read cache (`crate::catalog`). While Redis or
@@ -59,12 +55,17 @@ pub async fn get_sale(
 ) -> Result<HttpResponse, ApiError> {
     // Malformed ids never leave the gateway.
     let sale = SaleId::parse(&path).map_err(|_| sale_not_found())?;
-    let read = state.catalog.sale(&sale).await?;
+    let view = state.catalog.sale(&sale).await?;
+    Ok(aged(view.stale_age_ms).json(view))
+}
+
+/// A 200, with `Age` (whole seconds) when the answer is a stale copy.
+fn aged(stale_age_ms: Option<u64>) -> actix_web::HttpResponseBuilder {
     let mut answer = HttpResponse::Ok();
-    if let Some(age) = read.stale_for {
-        answer.insert_header((header::AGE, age.as_secs()));
+    if let Some(age) = stale_age_ms {
+        answer.insert_header((header::AGE, age / 1_000));
     }
-    Ok(answer.json(read.view))
+    answer
 }
 
 /// `GET /api/v1/sales/{id}/purchase-token`: the anti-bot step. A short-lived
