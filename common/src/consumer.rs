@@ -1,8 +1,10 @@
-//! The at-least-once batch loop that inventory-service and order-service both run.
+//! The at-least-once batch loop that inventory-service and order-service
+//! both run, on either transport ([`crate::transport::Source`]).
 //!
 //! Guarantees, in order of importance:
-//! 1. An offset is stored only after its batch's database transaction has
-//!    committed and its follow-up events were acknowledged. A crash at any
+//! 1. A message is acknowledged (Kafka: its offset stored; Streams: `XACK`)
+//!    only after its batch's database transaction has committed and its
+//!    follow-up events were acknowledged. A crash at any
 //!    point means redelivery, never loss; handlers are idempotent, so a
 //!    redelivery changes nothing.
 //! 2. An outage (database or broker down) is retried with capped backoff for
@@ -10,22 +12,17 @@
 //! 3. A message that fails on its own (malformed, or rejected by the handler
 //!    `max_attempts` times) goes to the dead-letter topic with its reason, and
 //!    its partition carries on.
-//! 4. On shutdown the current batch is finished, offsets are committed
-//!    synchronously and the consumer leaves its group.
-use std::collections::HashMap;
+//! 4. On shutdown the current batch is finished and acknowledged, and the
+//!    consumer leaves its group (Kafka commits synchronously first).
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::time::Instant;
-
 use crate::events::Envelope;
-use crate::kafka::{extract_trace_context, set_parent, EventConsumer, EventProducer};
+use crate::kafka::{context_from_fields, set_parent};
 use crate::retry::Backoff;
 use crate::settings::KafkaSettings;
 use crate::shutdown::Shutdown;
+use crate::transport::{DeadLetter, Delivery, Position, Publisher, Source};
 
 /// Longest one handler call may take. A healthy batch takes milliseconds;
 /// every call inside has its own timeout, so this only catches a hang.
@@ -34,9 +31,9 @@ const HANDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One decoded message, with the span its processing runs in: a child of the
 /// producer's span, so one purchase stays one trace across services.
 pub struct Incoming {
+    /// The logical topic.
     pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+    pub position: Position,
     pub envelope: Envelope,
     pub span: tracing::Span,
 }
@@ -79,9 +76,12 @@ pub trait ConsumerObserver: Send + Sync {
 impl ConsumerObserver for () {}
 
 pub struct BatchConsumer<H, O = ()> {
-    pub consumer: EventConsumer,
+    pub source: Source,
     pub handler: H,
-    pub producer: EventProducer,
+    /// Dead letters go out through it.
+    pub producer: Publisher,
+    /// Batch size and linger, attempts, and the dead-letter topic's name
+    /// (used by both transports).
     pub settings: KafkaSettings,
     pub observer: O,
 }
@@ -92,66 +92,42 @@ enum Outcome {
 }
 
 impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
-    pub async fn run(self, shutdown: Shutdown) {
-        let max = self.settings.batch_max;
-        let linger = self.settings.batch_linger;
-        let outage = Backoff::OUTAGE;
-        let mut recv_errors = 0u32;
+    pub async fn run(mut self, shutdown: Shutdown) {
+        let (max, linger) = (self.settings.batch_max, self.settings.batch_linger);
         while !shutdown.is_triggered() {
-            let first = tokio::select! {
-                _ = shutdown.wait() => break,
-                m = self.consumer.recv() => m.map(|m| m.detach()),
+            let Some(raw) = self.source.next_batch(max, linger, &shutdown).await else {
+                break;
             };
-            let first = match first {
-                Ok(m) => {
-                    recv_errors = 0;
-                    m
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "kafka receive failed; backing off");
-                    tokio::time::sleep(outage.delay(recv_errors)).await;
-                    recv_errors = recv_errors.saturating_add(1);
-                    continue;
-                }
-            };
-            let mut raw = vec![first];
-            let deadline = Instant::now() + linger;
-            while raw.len() < max {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => raw.push(m.detach()),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "kafka receive failed");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let positions: Vec<(String, i32, i64)> = raw
+            let done: Vec<(String, Position)> = raw
                 .iter()
-                .map(|m| (m.topic().to_owned(), m.partition(), m.offset()))
+                .map(|d| (d.topic.clone(), d.position.clone()))
                 .collect();
             let mut batch = Vec::with_capacity(raw.len());
-            for message in raw {
-                match decode(&message) {
+            for delivery in &raw {
+                let decoded = match &delivery.poison {
+                    Some(reason) => Err(reason.clone()),
+                    None => decode(delivery),
+                };
+                match decoded {
                     Ok(incoming) => batch.push(incoming),
                     Err(reason) => {
                         if let Outcome::Aborted =
-                            self.dead_letter(&message, &reason, &shutdown).await
+                            self.dead_letter(delivery, &reason, &shutdown).await
                         {
-                            return self.close();
+                            return self.source.close().await;
                         }
                     }
                 }
             }
             if !batch.is_empty() {
                 if let Outcome::Aborted = self.process(&batch, &shutdown).await {
-                    return self.close();
+                    return self.source.close().await;
                 }
                 self.observer.processed(&batch[0].topic, batch.len());
             }
-            self.store(&positions);
+            self.source.ack(&done).await;
         }
-        self.close();
+        self.source.close().await;
     }
 
     /// One call of the handler, bounded: a dependency that hangs (a network
@@ -216,17 +192,16 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                     self.observer.retried(&message.topic);
                     if failures >= self.settings.max_attempts {
                         let reason = format!("failed {failures} times: {error}");
-                        return self
-                            .dead_letter_parts(
-                                &message.topic,
-                                message.partition,
-                                message.offset,
-                                Some(message.envelope.event.order_id().to_string().as_bytes()),
-                                &message.envelope.to_json(),
-                                &reason,
-                                shutdown,
-                            )
-                            .await;
+                        let key = message.envelope.event.order_id().to_string();
+                        let payload = message.envelope.to_json();
+                        let letter = DeadLetter {
+                            topic: &message.topic,
+                            position: &message.position,
+                            key: Some(key.as_bytes()),
+                            payload: &payload,
+                            reason: &reason,
+                        };
+                        return self.send_dead_letter(letter, shutdown).await;
                     }
                     tokio::time::sleep(Backoff::default().delay(failures)).await;
                 }
@@ -234,70 +209,31 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
         }
     }
 
-    async fn dead_letter(
-        &self,
-        message: &OwnedMessage,
-        reason: &str,
-        shutdown: &Shutdown,
-    ) -> Outcome {
-        let payload = message.payload().unwrap_or_default();
-        self.dead_letter_parts(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key(),
-            payload,
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str, shutdown: &Shutdown) -> Outcome {
+        let letter = DeadLetter {
+            topic: &delivery.topic,
+            position: &delivery.position,
+            key: delivery.key.as_deref(),
+            payload: delivery.payload.as_deref().unwrap_or_default(),
             reason,
-            shutdown,
-        )
-        .await
+        };
+        self.send_dead_letter(letter, shutdown).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn dead_letter_parts(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        reason: &str,
-        shutdown: &Shutdown,
-    ) -> Outcome {
-        tracing::error!(%topic, partition, offset, %reason, "sending message to the dead-letter topic");
+    async fn send_dead_letter(&self, letter: DeadLetter<'_>, shutdown: &Shutdown) -> Outcome {
+        let (topic, position) = (letter.topic, letter.position);
+        tracing::error!(%topic, %position, reason = %letter.reason, "sending message to the dead-letter topic");
         let dead_letter_topic = self.settings.topics().dead_letter;
-        let (partition_s, offset_s) = (partition.to_string(), offset.to_string());
         let mut attempt = 0;
         loop {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "dlq.reason",
-                    value: Some(reason),
-                })
-                .insert(Header {
-                    key: "dlq.source.topic",
-                    value: Some(topic),
-                })
-                .insert(Header {
-                    key: "dlq.source.partition",
-                    value: Some(&partition_s),
-                })
-                .insert(Header {
-                    key: "dlq.source.offset",
-                    value: Some(&offset_s),
-                });
-            match self
-                .producer
-                .send_raw(&dead_letter_topic, key, payload, headers)
-                .await
-            {
-                Ok(_) => {
+            match self.producer.dead_letter(&dead_letter_topic, letter).await {
+                Ok(()) => {
                     self.observer.dead_lettered(topic);
                     return Outcome::Done;
                 }
-                // Never drop silently: keep trying while the broker is away.
+                // Never drop silently: keep trying while the transport is away.
                 Err(error) if !shutdown.is_triggered() => {
-                    tracing::warn!(%error, "dead-letter produce failed; retrying");
+                    tracing::warn!(%error, "dead-letter send failed; retrying");
                     tokio::time::sleep(Backoff::OUTAGE.delay(attempt)).await;
                     attempt = attempt.saturating_add(1);
                 }
@@ -305,66 +241,41 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
             }
         }
     }
-
-    /// Stores the next offset of every partition in the batch; librdkafka's
-    /// periodic commit picks them up.
-    fn store(&self, positions: &[(String, i32, i64)]) {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for (topic, partition, offset) in positions {
-            let e = next
-                .entry((topic.as_str(), *partition))
-                .or_insert(*offset + 1);
-            *e = (*e).max(*offset + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            if let Err(error) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-                tracing::error!(%error, "cannot build offset list");
-            }
-        }
-        if let Err(error) = self.consumer.store_offsets(&tpl) {
-            // Happens after a rebalance took the partition away: the new owner
-            // will redeliver, and the handlers are idempotent.
-            tracing::warn!(%error, "cannot store offsets");
-        }
-    }
-
-    fn close(&self) {
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%error, "final commit had nothing to commit or failed");
-        }
-        self.consumer.unsubscribe();
-        tracing::info!("consumer committed and left its group");
-    }
 }
 
 /// Two spans per message, both children of the producer's span (its context
-/// comes in the headers), as the messaging conventions have them: `receive`
-/// covers taking the message off the batch and decoding it (a decode error
-/// is recorded there); `process` is the handler's work, the parent of the
-/// service's database and produce spans.
-fn decode(message: &OwnedMessage) -> Result<Incoming, String> {
-    let parent = extract_trace_context(message.headers().map(|h| h.as_borrowed()));
-    let topic = message.topic();
-    let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+/// comes with the message), as the messaging conventions have them:
+/// `receive` covers taking the message off the batch and decoding it (a
+/// decode error is recorded there); `process` is the handler's work, the
+/// parent of the service's database and produce spans.
+fn decode(delivery: &Delivery) -> Result<Incoming, String> {
+    let parent = context_from_fields(&delivery.trace);
+    let topic = delivery.topic.as_str();
+    let key = String::from_utf8_lossy(delivery.key.as_deref().unwrap_or_default());
+    let system = match delivery.position {
+        Position::Kafka { .. } => "kafka",
+        Position::Stream { .. } => "redis",
+    };
     let receive = tracing::info_span!(
         "kafka.receive",
         otel.name = %format!("{topic} receive"),
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
-        messaging.system = "kafka",
+        messaging.system = system,
         messaging.operation = "receive",
         messaging.destination.name = %topic,
-        messaging.kafka.destination.partition = message.partition(),
-        messaging.kafka.message.offset = message.offset(),
+        messaging.kafka.destination.partition = tracing::field::Empty,
+        messaging.kafka.message.offset = tracing::field::Empty,
         messaging.kafka.message.key = %key,
+        messaging.redis.stream = tracing::field::Empty,
+        messaging.redis.entry_id = tracing::field::Empty,
         messaging.message.id = tracing::field::Empty,
         error.message = tracing::field::Empty,
     );
+    record_position(&receive, &delivery.position);
     set_parent(&receive, parent.clone());
-    let decoded = message
+    let decoded = delivery
         .payload()
-        .ok_or_else(|| "message has no payload".to_owned())
         .and_then(|payload| Envelope::from_json(payload).map_err(|e| e.to_string()));
     let envelope = match decoded {
         Ok(envelope) => envelope,
@@ -383,21 +294,36 @@ fn decode(message: &OwnedMessage) -> Result<Incoming, String> {
         "kafka.process",
         otel.name = %format!("{topic} process"),
         otel.kind = "consumer",
-        messaging.system = "kafka",
+        messaging.system = system,
         messaging.operation = "process",
         messaging.destination.name = %topic,
-        messaging.kafka.destination.partition = message.partition(),
-        messaging.kafka.message.offset = message.offset(),
+        messaging.kafka.destination.partition = tracing::field::Empty,
+        messaging.kafka.message.offset = tracing::field::Empty,
         messaging.kafka.message.key = %key,
+        messaging.redis.stream = tracing::field::Empty,
+        messaging.redis.entry_id = tracing::field::Empty,
         messaging.message.id = %envelope.event_id,
         event.type = envelope.event.type_name(),
     );
+    record_position(&span, &delivery.position);
     set_parent(&span, parent);
     Ok(Incoming {
         topic: topic.to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
+        position: delivery.position.clone(),
         envelope,
         span,
     })
+}
+
+fn record_position(span: &tracing::Span, position: &Position) {
+    match position {
+        Position::Kafka { partition, offset } => {
+            span.record("messaging.kafka.destination.partition", partition);
+            span.record("messaging.kafka.message.offset", offset);
+        }
+        Position::Stream { key, id } => {
+            span.record("messaging.redis.stream", key.as_str());
+            span.record("messaging.redis.entry_id", id.as_str());
+        }
+    }
 }

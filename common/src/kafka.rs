@@ -303,6 +303,22 @@ pub fn extract_trace_context(headers: Option<&BorrowedHeaders>) -> opentelemetry
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
+/// The span's W3C trace context as fields (`traceparent`, `tracestate`):
+/// what a Redis Streams entry carries beside its payload.
+pub fn trace_fields(span: &tracing::Span) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
+    fields
+}
+
+/// The context such fields name (an empty context if they hold none).
+pub fn context_from_fields(
+    fields: &std::collections::HashMap<String, String>,
+) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(fields))
+}
+
 /// The span's W3C `traceparent`, to store beside work that is published
 /// later by another task (an outbox row), so that the later produce can
 /// continue the trace with [`context_from_traceparent`]. `None` when the

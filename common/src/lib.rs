@@ -4,6 +4,7 @@
 //! * [`sale_terms`]: a new sale's terms, validated once for the gateway and inventory-service.
 //! * [`events`]: the one versioned envelope every Kafka message uses.
 //! * [`kafka`]: the traced, idempotent producer, consumer construction and topic setup.
+//! * [`transport`]: Kafka or Redis Streams, behind one publisher, source and catch-up check.
 //! * [`consumer`]: the at-least-once batch loop both consuming services run.
 //! * [`db`]: the PostgreSQL pool both table-owning services use.
 //! * [`stock`]: the Redis layout of a sale and the script that returns a reservation.
@@ -36,3 +37,4 @@ pub mod shutdown;
 pub mod stock;
 pub mod tasks;
 pub mod telemetry;
+pub mod transport;

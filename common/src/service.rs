@@ -6,6 +6,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_service::IntoServiceFactory;
@@ -20,9 +21,13 @@ use crate::internal_auth::{self, InternalToken};
 use crate::kafka::EventProducer;
 use crate::metrics::HttpMetrics;
 use crate::retry::Backoff;
-use crate::settings::{DatabaseSettings, HttpSettings, KafkaSettings};
+use crate::settings::{DatabaseSettings, HttpSettings};
 use crate::shutdown::Shutdown;
 use crate::tasks::Tasks;
+use crate::transport::streams::{topic_stream, Fixed, StreamNames};
+use crate::transport::{
+    Bus, CatchUp, KafkaSource, Publisher, Source, StreamsPublisher, StreamsSource, Transport,
+};
 use crate::{db, redis_conn};
 
 /// Dependencies may still be starting when a service does (compose,
@@ -68,37 +73,113 @@ pub enum StartupError {
 }
 
 /// What every service starts with, in the same order: the tracker of its
-/// tasks, its metrics registry, and a producer whose topics exist. The
-/// service then adds what is its own, and hands its server back to
-/// [`Core::running`].
+/// tasks, its metrics registry, and a publisher on its transport (Kafka
+/// with its topics created, or Redis Streams). The service then adds what
+/// is its own, and hands its server back to [`Core::running`].
 pub struct Core {
     pub tasks: Tasks,
     pub registry: prometheus::Registry,
-    pub producer: EventProducer,
+    pub producer: Publisher,
     pub shutdown: Shutdown,
+    /// Streams mode: the Redis the streams live in.
+    streams_redis: Option<ConnectionManager>,
 }
 
 impl Core {
-    pub async fn start(kafka: &KafkaSettings, shutdown: Shutdown) -> Result<Self, StartupError> {
+    pub async fn start(bus: Bus<'_>, shutdown: Shutdown) -> Result<Self, StartupError> {
         let tasks = Tasks::new();
         let registry = crate::metrics::registry()?;
-        let producer = EventProducer::new(kafka).map_err(|e| StartupError::Dependency {
-            what: "cannot create the Kafka producer",
-            source: Box::new(e),
-        })?;
-        dependency(
-            &shutdown,
-            "cannot create the Kafka topics",
-            || crate::kafka::ensure_topics(kafka),
-            |_| true,
-        )
-        .await?;
+        let (producer, streams_redis) = match bus.transport {
+            Transport::Kafka => {
+                let producer =
+                    EventProducer::new(bus.kafka).map_err(|e| StartupError::Dependency {
+                        what: "cannot create the Kafka producer",
+                        source: Box::new(e),
+                    })?;
+                dependency(
+                    &shutdown,
+                    "cannot create the Kafka topics",
+                    || crate::kafka::ensure_topics(bus.kafka),
+                    |_| true,
+                )
+                .await?;
+                (Publisher::Kafka(producer), None)
+            }
+            Transport::RedisStreams => {
+                let redis = dependency(
+                    &shutdown,
+                    "cannot connect to Redis (the streams)",
+                    || redis_conn::connect(bus.redis),
+                    |_| true,
+                )
+                .await?;
+                let publisher = StreamsPublisher::new(
+                    redis.clone(),
+                    bus.redis.response_timeout,
+                    bus.streams.dead_letter_max_len,
+                );
+                (Publisher::Streams(publisher), Some(redis))
+            }
+        };
         Ok(Self {
             tasks,
             registry,
             producer,
             shutdown,
+            streams_redis,
         })
+    }
+
+    /// A consumer of `topic` in `group`. With Streams, `names` lists the
+    /// streams to read when the topic has more than its one
+    /// (`OrderRequested`: one per sale).
+    pub async fn subscribe(
+        &self,
+        bus: Bus<'_>,
+        group: &str,
+        topic: &str,
+        names: Option<Arc<dyn StreamNames>>,
+    ) -> Result<Source, StartupError> {
+        match bus.transport {
+            Transport::Kafka => KafkaSource::subscribe(bus.kafka, group, topic)
+                .map(Source::Kafka)
+                .map_err(|e| StartupError::Dependency {
+                    what: "cannot create the Kafka consumer",
+                    source: Box::new(e),
+                }),
+            Transport::RedisStreams => {
+                let names = names.unwrap_or_else(|| Arc::new(Fixed(vec![topic_stream(topic)])));
+                dependency(
+                    &self.shutdown,
+                    "cannot connect the stream consumer",
+                    || StreamsSource::connect(bus.redis, bus.streams, group, topic, names.clone()),
+                    |_| true,
+                )
+                .await
+                .map(|source| Source::Streams(Box::new(source)))
+            }
+        }
+    }
+
+    /// The check that `group` has applied everything on `topic` (see
+    /// [`CatchUp`]); `names` as for [`Core::subscribe`].
+    pub fn catch_up(
+        &self,
+        bus: Bus<'_>,
+        group: &str,
+        topic: &str,
+        names: Option<Arc<dyn StreamNames>>,
+    ) -> Result<CatchUp, StartupError> {
+        match &self.streams_redis {
+            Some(redis) => {
+                let names = names.unwrap_or_else(|| Arc::new(Fixed(vec![topic_stream(topic)])));
+                Ok(CatchUp::streams(redis.clone(), group, names))
+            }
+            None => CatchUp::kafka(bus.kafka, group, topic).map_err(|e| StartupError::Dependency {
+                what: "cannot create the Kafka catch-up check",
+                source: Box::new(e),
+            }),
+        }
     }
 
     /// The service's database ([`database`]), its statements timed in the
@@ -250,7 +331,7 @@ impl Running {
         let served = self.server.await;
         shutdown.trigger();
         let all_finished = tasks.finished(TASKS_GRACE).await;
-        flush(producer).await;
+        producer.flush(FLUSH_TIMEOUT).await;
         tracing::info!(service = self.name, all_finished, "stopped");
         served
     }
@@ -340,13 +421,13 @@ async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
 /// each within [`PROBE_TIMEOUT`].
 #[derive(Clone)]
 pub struct Probes {
-    producer: EventProducer,
+    producer: Publisher,
     db: Option<DatabaseConnection>,
     redis: Option<ConnectionManager>,
 }
 
 impl Probes {
-    pub fn new(producer: EventProducer) -> Self {
+    pub fn new(producer: Publisher) -> Self {
         Self {
             producer,
             db: None,
@@ -377,28 +458,13 @@ impl Probes {
                 None => None,
             }
         };
-        // librdkafka's metadata call blocks its thread: keep it off the workers.
-        let producer = self.producer.clone();
-        let kafka = tokio::time::timeout(
-            PROBE_TIMEOUT + Duration::from_millis(250),
-            tokio::task::spawn_blocking(move || producer.is_reachable(PROBE_TIMEOUT)),
-        );
-        let (database, redis, kafka) = tokio::join!(database, redis, kafka);
-        let kafka = matches!(kafka, Ok(Ok(true)));
+        let transport = self.producer.is_reachable(PROBE_TIMEOUT);
+        let (database, redis, transport) = tokio::join!(database, redis, transport);
         let checks: Vec<(&str, bool)> = [("database", database), ("redis", redis)]
             .into_iter()
             .filter_map(|(name, up)| up.map(|up| (name, up)))
-            .chain([("kafka", kafka)])
+            .chain([(self.producer.name(), transport)])
             .collect();
         http::readiness(&checks)
-    }
-}
-
-/// Delivers what the producer still holds, off the runtime's threads.
-async fn flush(producer: EventProducer) {
-    match tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "producer flush incomplete"),
-        Err(error) => tracing::error!(%error, "producer flush task failed"),
     }
 }

@@ -66,6 +66,9 @@ pub struct SaleKeys {
     /// own undo cannot take stock for an order nobody will produce; and an
     /// order looked up here is known to have failed (never `queued`).
     pub void: String,
+    /// Stream: the sale's `OrderRequested` entries, appended by the purchase
+    /// script in the Redis Streams mode (`transport::streams`).
+    pub orders: String,
 }
 
 impl SaleKeys {
@@ -74,6 +77,7 @@ impl SaleKeys {
             sale: format!("seckill:{{{sale}}}:sale"),
             buyers: format!("seckill:{{{sale}}}:buyers"),
             void: format!("seckill:{{{sale}}}:void"),
+            orders: format!("seckill:{{{sale}}}:orders"),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use seckill_common::settings::{
     self, invalid, HttpSettings, KafkaSettings, RedisSettings, Secret, SettingsError,
 };
+use seckill_common::transport::{Bus, StreamsSettings, Transport};
 
 use crate::client_ip::TrustedProxies;
 
@@ -16,7 +17,13 @@ use crate::client_ip::TrustedProxies;
 pub struct Settings {
     pub http: HttpSettings,
     pub redis: RedisSettings,
+    /// `kafka` (the default) or `redis-streams` (`SECKILL_TRANSPORT`).
+    pub transport: Transport,
+    /// Topic names, batching and attempts (both transports); the broker
+    /// (Kafka only).
     pub kafka: KafkaSettings,
+    /// The Redis Streams mode's knobs.
+    pub streams: StreamsSettings,
     /// HS256 secret for user JWTs (`SECKILL_JWT_SECRET`).
     pub jwt_secret: Secret,
     /// Bearer token for `/api/v1/admin/*` (`SECKILL_ADMIN_TOKEN`).
@@ -190,7 +197,9 @@ impl Default for Settings {
         Self {
             http: HttpSettings::with_port(8080),
             redis: RedisSettings::default(),
+            transport: Transport::default(),
             kafka: KafkaSettings::default(),
+            streams: StreamsSettings::default(),
             jwt_secret: Secret::from(DEV_JWT_SECRET),
             admin_token: Secret::from(DEV_ADMIN_TOKEN),
             internal_token: Secret::from(""),
@@ -220,8 +229,19 @@ impl Settings {
         Ok(s)
     }
 
+    /// The transport, as `seckill_common::service::Core` takes it.
+    pub fn bus(&self) -> Bus<'_> {
+        Bus {
+            transport: self.transport,
+            kafka: &self.kafka,
+            streams: &self.streams,
+            redis: &self.redis,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.bus().validate()?;
         self.read_cache.validate().map_err(invalid)?;
         self.breaker.validate().map_err(invalid)?;
         if self.jwt_secret.expose().len() < 16 {

@@ -15,6 +15,10 @@
 //!   the order id, which `GET /api/v1/orders/{id}` follows from `queued` to
 //!   `created`.
 //!
+//! In the Redis Streams mode none of this happens: the purchase script
+//! appended the order itself, so a 202 follows its answer, and a lost
+//! answer is decided by [`settle`].
+//!
 //! The resolver gives up after `kafka.unknown_outcome_resolve_ms`; a unit
 //! still held by an order that never arrived is then returned by
 //! inventory-service's reconciliation (orphan buyers, after its grace period).
@@ -42,9 +46,9 @@ pub struct Order<'a> {
     pub id: &'a OrderId,
 }
 
-/// Produces the order and waits for the broker (see the module docs).
-pub async fn enqueue(state: &AppState, order: Order<'_>) -> Result<(), ApiError> {
-    let envelope = Envelope::new(Event::OrderRequested(OrderRequested {
+/// The event the consumers see for `order`.
+pub fn order_requested(order: &Order<'_>) -> Envelope {
+    Envelope::new(Event::OrderRequested(OrderRequested {
         order: OrderRef {
             order_id: order.id.clone(),
             sale_id: order.sale.clone(),
@@ -52,11 +56,20 @@ pub async fn enqueue(state: &AppState, order: Order<'_>) -> Result<(), ApiError>
             quantity: order.quantity,
         },
         requested_at: Utc::now(),
-    }));
+    }))
+}
+
+/// Produces the order and waits for the broker (see the module docs). In
+/// the Redis Streams mode the purchase script already appended it: nothing
+/// is left to do.
+pub async fn enqueue(state: &AppState, order: Order<'_>) -> Result<(), ApiError> {
+    let Some(producer) = &state.producer else {
+        return Ok(());
+    };
+    let envelope = order_requested(&order);
     let key = order.id.to_string();
     let started = Instant::now();
-    let produced = state
-        .producer
+    let produced = producer
         .send(&state.topics.order_requested, &key, &envelope)
         .await;
     state.metrics.produce(started.elapsed(), produced.is_ok());
@@ -72,7 +85,7 @@ pub async fn enqueue(state: &AppState, order: Order<'_>) -> Result<(), ApiError>
     tracing::warn!(%error, order_id = %order.id,
         "the broker's answer did not come; keeping the reservation and producing again");
     let resolver = resolve(
-        state.producer.clone(),
+        producer.clone(),
         state.topics.order_requested.clone(),
         key,
         envelope,
@@ -143,6 +156,46 @@ async fn resolve(
     tracing::error!(order_id = %key, "gave up enqueueing an order of unknown outcome; reconciliation returns its unit if it never arrives");
 }
 
+/// Streams mode: decides a purchase whose script answer was lost
+/// (`purchase::settle`). Queued: the purchase stands (202). Voided: nothing
+/// was reserved (503, retry). No answer either: the outcome is unknown
+/// (504), and a background task settles it so that the buyer's
+/// `GET /api/v1/orders/{id}` reads `queued` or `failed`.
+pub async fn settle(state: &AppState, order: &Order<'_>) -> Result<(), ApiError> {
+    let held = Held {
+        sale: order.sale.clone(),
+        user: order.user.clone(),
+        id: order.id.clone(),
+        quantity: order.quantity,
+    };
+    match redis_conn::within(state.redis_timeout, held.settle(state.redis.clone())).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => {
+            return Err(ApiError::unavailable(
+                "stock store unavailable, nothing was reserved; try again",
+            ))
+        }
+        Err(error) => tracing::warn!(%error, order_id = %order.id,
+            "could not settle the purchase yet; settling in the background"),
+    }
+    let (redis, timeout) = (state.redis.clone(), state.redis_timeout);
+    let later = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        attempts: 60,
+    };
+    let id = order.id.clone();
+    state.tasks.detach(async move {
+        let attempt = || redis_conn::within(timeout, held.settle(redis.clone()));
+        match later.retry(attempt, |_| true).await {
+            Ok(queued) => tracing::info!(order_id = %held.id, queued, "purchase settled"),
+            Err(error) => tracing::error!(%error, order_id = %held.id,
+                "could not settle the purchase; reconciliation decides it"),
+        }
+    });
+    Err(outcome_unknown(&id))
+}
+
 /// A reservation to undo, owned so a background task can keep it.
 #[derive(Clone)]
 struct Held {
@@ -155,6 +208,10 @@ struct Held {
 impl Held {
     async fn void(&self, mut redis: ConnectionManager) -> redis::RedisResult<bool> {
         stock::void(&mut redis, &self.sale, &self.user, &self.id, self.quantity).await
+    }
+
+    async fn settle(&self, mut redis: ConnectionManager) -> redis::RedisResult<bool> {
+        crate::purchase::settle(&mut redis, &self.sale, &self.user, &self.id).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! concurrent buyers are serialised per sale without any lock of ours, and the
 //! check-then-decrement can never oversell. `Script` sends EVALSHA and, if
 //! Redis answers NOSCRIPT (restart, failover, SCRIPT FLUSH), loads it and retries.
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
@@ -11,9 +12,14 @@ use redis::Script;
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::stock::SaleKeys;
 
-/// KEYS: sale hash, buyers hash, voided orders. ARGV: user id, quantity, order id, and `1`
+/// KEYS: sale hash, buyers hash, voided orders, and in the Redis Streams
+/// mode the sale's order stream. ARGV: user id, quantity, order id, `1`
 /// when the request carried a valid purchase token (checked by the gateway
-/// before, see [`crate::purchase_token`]). Returns `{code, remaining}`. Time
+/// before, see [`crate::purchase_token`]), and in the Streams mode the
+/// `OrderRequested` envelope and its trace context. Returns `{code, remaining}`.
+/// With the fourth key, an accepted purchase also appends the order to the
+/// stream: reserving and enqueueing are one atomic step, so no reservation
+/// exists without its order, and a 202 waits for no broker. Time
 /// comes from Redis itself, so every gateway judges the sale window by one
 /// clock. The sale's token requirement is read here, in the same round trip.
 ///
@@ -38,6 +44,9 @@ if stock < qty then return {-8, stock} end
 redis.call('HINCRBY', KEYS[1], 'stock', -qty)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if KEYS[4] then
+  redis.call('XADD', KEYS[4], '*', 'key', ARGV[3], 'type', 'OrderRequested', 'payload', ARGV[5], unpack(ARGV, 6))
+end
 return {1, stock - qty}
 "#;
 
@@ -129,18 +138,78 @@ pub async fn reserve_with_token(
     order: &OrderId,
     has_token: bool,
 ) -> redis::RedisResult<Decision> {
+    reserve_and_enqueue(redis, sale, user, quantity, order, has_token, None).await
+}
+
+/// The order event the script appends in the Redis Streams mode: the
+/// envelope's JSON and the trace context fields (`traceparent`, ...).
+pub struct StreamEntry<'a> {
+    pub payload: &'a [u8],
+    pub trace: &'a HashMap<String, String>,
+}
+
+/// Runs the script; with `entry`, an accepted purchase is also appended to
+/// the sale's order stream in the same step.
+pub async fn reserve_and_enqueue(
+    redis: &mut ConnectionManager,
+    sale: &SaleId,
+    user: &UserId,
+    quantity: Quantity,
+    order: &OrderId,
+    has_token: bool,
+    entry: Option<StreamEntry<'_>>,
+) -> redis::RedisResult<Decision> {
     let keys = SaleKeys::new(sale);
-    let (code, remaining): (i64, i64) = PURCHASE
-        .key(&keys.sale)
+    let mut call = PURCHASE.prepare_invoke();
+    call.key(&keys.sale)
         .key(&keys.buyers)
         .key(&keys.void)
         .arg(user.as_str())
         .arg(quantity.get())
         .arg(order.to_string())
-        .arg(if has_token { "1" } else { "0" })
+        .arg(if has_token { "1" } else { "0" });
+    if let Some(entry) = entry {
+        call.key(&keys.orders).arg(entry.payload);
+        for (name, value) in entry.trace {
+            call.arg(name).arg(value);
+        }
+    }
+    let (code, remaining): (i64, i64) = call.invoke_async(redis).await?;
+    Decision::from_reply(code, remaining)
+}
+
+/// KEYS: buyers hash, voided orders. ARGV: user id, order id. In the Streams
+/// mode a purchase whose script answer was lost is decided here, atomically:
+/// if the buyer entry names the order, the script ran and appended the order
+/// (`1`, it is queued); if not, the order id is voided so the script can no
+/// longer run for it (`0`, nothing was reserved).
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end
+        redis.call('HSET', KEYS[2], ARGV[2], '1')
+        return 0
+        "#,
+    )
+});
+
+/// Decides a purchase whose script answer was lost (Streams mode, see
+/// [`SETTLE`]): `true` when the order is queued.
+pub async fn settle(
+    redis: &mut ConnectionManager,
+    sale: &SaleId,
+    user: &UserId,
+    order: &OrderId,
+) -> redis::RedisResult<bool> {
+    let keys = SaleKeys::new(sale);
+    let queued: i64 = SETTLE
+        .key(&keys.buyers)
+        .key(&keys.void)
+        .arg(user.as_str())
+        .arg(order.to_string())
         .invoke_async(redis)
         .await?;
-    Decision::from_reply(code, remaining)
+    Ok(queued == 1)
 }
 
 /// The script's SHA1, for tools that call it directly (redis-benchmark).

@@ -11,6 +11,7 @@ use seckill_common::internal_auth::InternalToken;
 use seckill_common::metrics::{self, HttpMetrics};
 use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
+use seckill_common::transport::Publisher;
 
 use crate::auth::{AdminToken, JwtKeys};
 use crate::breaker::Breakers;
@@ -29,7 +30,7 @@ pub struct Application(Running);
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
         settings.check_secrets()?;
-        let core = Core::start(&settings.kafka, shutdown).await?;
+        let core = Core::start(settings.bus(), shutdown).await?;
         let redis = core.redis(&settings.redis).await?;
 
         let limits = Arc::new(Limits::new(&settings.rate_limit, settings.max_in_flight));
@@ -77,7 +78,10 @@ impl Application {
         let state = web::Data::new(AppState {
             redis,
             redis_settings: settings.redis.clone(),
-            producer: core.producer.clone(),
+            producer: match &core.producer {
+                Publisher::Kafka(producer) => Some(producer.clone()),
+                Publisher::Streams(_) => None,
+            },
             topics: settings.kafka.topics(),
             sold_out: SoldOutCache::new(settings.sold_out_cache),
             sold_out_answer: SoldOutAnswer::new(&http_metrics)?,

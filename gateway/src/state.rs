@@ -21,7 +21,9 @@ pub struct AppState {
     pub redis: ConnectionManager,
     /// For the per-worker connections (see `worker_redis`).
     pub redis_settings: RedisSettings,
-    pub producer: EventProducer,
+    /// Kafka: produces `OrderRequested` after the script. `None` in the
+    /// Redis Streams mode, where the purchase script appends it itself.
+    pub producer: Option<EventProducer>,
     pub topics: Topics,
     pub sold_out: SoldOutCache,
     /// The front door's answer, rendered once, and its request metrics

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use seckill_common::settings::{
     self, DatabaseSettings, HttpSettings, KafkaSettings, RedisSettings, Secret, SettingsError,
 };
+use seckill_common::transport::{Bus, StreamsSettings, Transport};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -16,7 +17,13 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Used to warm sales and to return reservations the database rejected.
     pub redis: RedisSettings,
+    /// `kafka` (the default) or `redis-streams` (`SECKILL_TRANSPORT`).
+    pub transport: Transport,
+    /// Topic names, batching and attempts (both transports); the broker
+    /// (Kafka only).
     pub kafka: KafkaSettings,
+    /// The Redis Streams mode's knobs.
+    pub streams: StreamsSettings,
     /// Consumer group id; replicas share it and split the partitions.
     pub consumer_group: String,
     /// Group of the second consumer, which reads `order-events` and returns
@@ -122,7 +129,9 @@ impl Default for Settings {
                 ..DatabaseSettings::default()
             },
             redis: RedisSettings::default(),
+            transport: Transport::default(),
             kafka: KafkaSettings::default(),
+            streams: StreamsSettings::default(),
             consumer_group: "inventory-service".into(),
             compensation_group: "inventory-service-compensation".into(),
             reconcile: ReconcileSettings::default(),
@@ -144,8 +153,19 @@ impl Settings {
         settings::require_secret("internal_token", &self.internal_token)
     }
 
+    /// The transport, as `seckill_common::service::Core` takes it.
+    pub fn bus(&self) -> Bus<'_> {
+        Bus {
+            transport: self.transport,
+            kafka: &self.kafka,
+            streams: &self.streams,
+            redis: &self.redis,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.bus().validate()?;
         self.database.validate()?;
         if self.consumer_group.trim().is_empty() || self.compensation_group.trim().is_empty() {
             return Err(settings::invalid(

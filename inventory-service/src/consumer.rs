@@ -14,9 +14,9 @@ use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection, Reserved};
-use seckill_common::kafka::EventProducer;
 use seckill_common::settings::Topics;
 use seckill_common::stock;
+use seckill_common::transport::Publisher;
 
 use crate::persistence;
 use crate::persistence::reserve::batch::{self, Fallback};
@@ -25,7 +25,7 @@ use crate::persistence::reserve::{reserve, Outcome, ReserveError};
 pub struct InventoryHandler {
     pub db: DatabaseConnection,
     pub redis: ConnectionManager,
-    pub producer: EventProducer,
+    pub producer: Publisher,
     pub topics: Topics,
 }
 

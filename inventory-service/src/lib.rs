@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod persistence;
 pub mod reconcile;
 pub mod routes;
+pub mod sale_streams;
 pub mod sales;
 pub mod startup;
 pub mod stock_gauge;

@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use actix_web::web;
 use anyhow::Context;
-use rdkafka::consumer::Consumer;
 
 use seckill_common::consumer::BatchConsumer;
-use seckill_common::kafka;
 use seckill_common::metrics::ConsumerMetrics;
 use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
+use seckill_common::transport::StreamNames;
 
 use crate::compensation::CompensationHandler;
 use crate::configuration::Settings;
@@ -19,6 +18,7 @@ use crate::consumer::InventoryHandler;
 use crate::persistence::{Migrator, MIGRATION_LOCK_KEY};
 use crate::reconcile::{ReconcileMetrics, Reconciler};
 use crate::routes::{self, AppState};
+use crate::sale_streams::SaleStreams;
 use crate::stock_gauge::StockGauge;
 use crate::sweep::Sweeper;
 
@@ -31,36 +31,48 @@ impl Application {
     /// Connects to every dependency (retrying while they start) and starts serving.
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
         settings.check_secrets()?;
-        let core = Core::start(&settings.kafka, shutdown).await?;
+        let core = Core::start(settings.bus(), shutdown).await?;
         let db = core
             .database::<Migrator>(&settings.database, MIGRATION_LOCK_KEY)
             .await?;
         let redis = core.redis(&settings.redis).await?;
 
-        let topics = settings.kafka.topics();
-        let consumer = kafka::consumer(&settings.kafka, &settings.consumer_group)
-            .context("cannot create the Kafka consumer")?;
-        consumer
-            .subscribe(&[&topics.order_requested])
-            .context("cannot subscribe")?;
-        let compensation_consumer = kafka::consumer(&settings.kafka, &settings.compensation_group)
-            .context("cannot create the compensation consumer")?;
-        compensation_consumer
-            .subscribe(&[&topics.order_events])
-            .context("cannot subscribe to the order events")?;
+        let (bus, topics) = (settings.bus(), settings.kafka.topics());
+        // Streams mode: one order stream per sale (`sale_streams`).
+        let sale_streams: Arc<dyn StreamNames> = Arc::new(SaleStreams {
+            db: db.clone(),
+            after_end: settings.reconcile.after_end,
+        });
+        let mut consumer = core
+            .subscribe(
+                bus,
+                &settings.consumer_group,
+                &topics.order_requested,
+                Some(sale_streams.clone()),
+            )
+            .await?;
+        let mut compensation_consumer = core
+            .subscribe(
+                bus,
+                &settings.compensation_group,
+                &topics.order_events,
+                None,
+            )
+            .await?;
         let reconcile_metrics = ReconcileMetrics::new()?;
         reconcile_metrics.register(&core.registry)?;
-        let reconciler = Arc::new(
-            Reconciler::new(
-                db.clone(),
-                redis.clone(),
-                &settings.kafka,
+        let reconciler = Arc::new(Reconciler::new(
+            db.clone(),
+            redis.clone(),
+            core.catch_up(
+                bus,
                 &settings.consumer_group,
-                settings.reconcile.clone(),
-                reconcile_metrics,
-            )
-            .context("cannot create the reconciliation job")?,
-        );
+                &topics.order_requested,
+                Some(sale_streams),
+            )?,
+            settings.reconcile.clone(),
+            reconcile_metrics,
+        ));
 
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -80,24 +92,38 @@ impl Application {
         )?;
 
         let consumer_metrics = ConsumerMetrics::new(&core.registry)?;
-        consumer_metrics.watch_lag(&consumer);
-        consumer_metrics.watch_lag(&compensation_consumer);
+        consumer_metrics.watch(&mut consumer);
+        consumer_metrics.watch(&mut compensation_consumer);
         let gauge = StockGauge::new(&core.registry)?;
         core.tasks
             .spawn("stock-gauge", gauge.run(db.clone(), core.shutdown.clone()));
+        let seen = [
+            core.catch_up(
+                bus,
+                &settings.sweep.order_service_group,
+                &topics.inventory_events,
+                None,
+            )?,
+            core.catch_up(
+                bus,
+                &settings.compensation_group,
+                &topics.order_events,
+                None,
+            )?,
+        ];
         let sweeper = Sweeper::new(
             db.clone(),
             redis.clone(),
             core.producer.clone(),
-            &settings.kafka,
-            &settings.compensation_group,
+            topics.clone(),
+            seen,
             settings.sweep.clone(),
             &core.registry,
         )?;
         core.tasks
             .spawn("sweeper", sweeper.run(core.shutdown.clone()));
         let reservations = BatchConsumer {
-            consumer,
+            source: consumer,
             handler: InventoryHandler {
                 db: db.clone(),
                 redis: redis.clone(),
@@ -114,7 +140,7 @@ impl Application {
             reservations.run(core.shutdown.clone()),
         );
         let compensation = BatchConsumer {
-            consumer: compensation_consumer,
+            source: compensation_consumer,
             handler: CompensationHandler { db, redis },
             producer: core.producer.clone(),
             settings: settings.kafka.clone(),

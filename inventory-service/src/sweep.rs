@@ -21,7 +21,6 @@
 //!
 //! Replicas share the work: each round claims its rows with
 //! `FOR UPDATE SKIP LOCKED`.
-use std::sync::Arc;
 
 use futures::future::join_all;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -30,13 +29,12 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, Reserved};
-use seckill_common::kafka::EventProducer;
-use seckill_common::settings::{KafkaSettings, Topics};
+use seckill_common::settings::Topics;
 use seckill_common::shutdown::Shutdown;
 use seckill_common::stock;
+use seckill_common::transport::{CatchUp, PublishError, Publisher};
 
 use crate::configuration::SweepSettings;
-use crate::reconcile::CatchUp;
 
 /// Claims a round of unconfirmed reservations and counts the attempt.
 const CLAIM: &str = r#"
@@ -70,10 +68,8 @@ pub enum SweepError {
     Db(#[from] DbErr),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] seckill_common::kafka::ProduceError),
-    #[error("kafka client: {0}")]
-    Client(#[from] rdkafka::error::KafkaError),
+    #[error("publish: {0}")]
+    Publish(#[from] PublishError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -81,12 +77,12 @@ pub enum SweepError {
 pub struct Sweeper {
     pub db: DatabaseConnection,
     pub redis: ConnectionManager,
-    pub producer: EventProducer,
+    pub producer: Publisher,
     pub topics: Topics,
     pub settings: SweepSettings,
     /// order-service's group on `inventory-events`, and this service's
     /// compensation group on `order-events`: both caught up before abandoning.
-    caught_up: [Arc<CatchUp>; 2],
+    caught_up: [CatchUp; 2],
     sweeps: IntCounterVec,
 }
 
@@ -99,30 +95,18 @@ struct Stale {
 }
 
 impl Sweeper {
-    /// `kafka` and `compensation_group` name the groups whose progress
-    /// proves an order is abandoned (see the module docs).
+    /// `caught_up`: order-service's group on `inventory-events`, then this
+    /// service's compensation group on `order-events`, whose progress proves
+    /// an order is abandoned (see the module docs).
     pub fn new(
         db: DatabaseConnection,
         redis: ConnectionManager,
-        producer: EventProducer,
-        kafka: &KafkaSettings,
-        compensation_group: &str,
+        producer: Publisher,
+        topics: Topics,
+        caught_up: [CatchUp; 2],
         settings: SweepSettings,
         registry: &Registry,
     ) -> Result<Self, SweepError> {
-        let topics = kafka.topics();
-        let caught_up = [
-            Arc::new(CatchUp::new(
-                kafka,
-                &settings.order_service_group,
-                &topics.inventory_events,
-            )?),
-            Arc::new(CatchUp::new(
-                kafka,
-                compensation_group,
-                &topics.order_events,
-            )?),
-        ];
         let sweeps = IntCounterVec::new(
             Opts::new(
                 "seckill_saga_sweeps_total",
@@ -212,9 +196,8 @@ impl Sweeper {
     /// announcements of the previous rounds included).
     async fn everything_seen(&self) -> bool {
         for catch_up in &self.caught_up {
-            let catch_up = catch_up.clone();
-            match tokio::task::spawn_blocking(move || catch_up.caught_up()).await {
-                Ok(Ok(true)) => {}
+            match catch_up.caught_up().await {
+                Ok(true) => {}
                 _ => return false,
             }
         }

@@ -5,8 +5,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use seckill_common::settings::{
-    self, DatabaseSettings, HttpSettings, KafkaSettings, Secret, SettingsError,
+    self, DatabaseSettings, HttpSettings, KafkaSettings, RedisSettings, Secret, SettingsError,
 };
+use seckill_common::transport::{Bus, StreamsSettings, Transport};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -14,7 +15,15 @@ pub struct Settings {
     pub http: HttpSettings,
     /// This service's own database: it owns its tables and its migrations.
     pub database: DatabaseSettings,
+    /// `kafka` (the default) or `redis-streams` (`SECKILL_TRANSPORT`).
+    pub transport: Transport,
+    /// Topic names, batching and attempts (both transports); the broker
+    /// (Kafka only).
     pub kafka: KafkaSettings,
+    /// The Redis Streams mode's knobs.
+    pub streams: StreamsSettings,
+    /// The Redis the streams live in (Redis Streams mode only).
+    pub redis: RedisSettings,
     /// Consumer group id; replicas share it and split the partitions.
     pub consumer_group: String,
     pub payment: PaymentSettings,
@@ -117,7 +126,10 @@ impl Default for Settings {
                 url: Secret::from("postgres://postgres:postgres@127.0.0.1:5432/seckill_orders"),
                 ..DatabaseSettings::default()
             },
+            transport: Transport::default(),
             kafka: KafkaSettings::default(),
+            streams: StreamsSettings::default(),
+            redis: RedisSettings::default(),
             consumer_group: "order-service".into(),
             payment: PaymentSettings::default(),
             expiry: ExpirySettings::default(),
@@ -139,8 +151,19 @@ impl Settings {
         settings::require_secret("internal_token", &self.internal_token)
     }
 
+    /// The transport, as `seckill_common::service::Core` takes it.
+    pub fn bus(&self) -> Bus<'_> {
+        Bus {
+            transport: self.transport,
+            kafka: &self.kafka,
+            streams: &self.streams,
+            redis: &self.redis,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.bus().validate()?;
         self.database.validate()?;
         if self.consumer_group.trim().is_empty() {
             return Err(settings::invalid("consumer_group is empty"));

@@ -19,7 +19,8 @@ use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection};
-use seckill_common::kafka::{traceparent_of, EventProducer};
+use seckill_common::kafka::traceparent_of;
+use seckill_common::transport::Publisher;
 
 use crate::persistence::intake::batch::{self, Fallback, Row};
 use crate::persistence::intake::{persist, Persisted, Terms};
@@ -27,7 +28,7 @@ use crate::persistence::OrderStatus;
 
 pub struct OrderHandler {
     pub db: DatabaseConnection,
-    pub producer: EventProducer,
+    pub producer: Publisher,
     /// `topics.order_events`.
     pub topic: String,
 }

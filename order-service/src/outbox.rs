@@ -25,9 +25,10 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use seckill_common::events::{Envelope, Event};
-use seckill_common::kafka::{context_from_traceparent, EventProducer};
+use seckill_common::kafka::context_from_traceparent;
 use seckill_common::retry::Backoff;
 use seckill_common::shutdown::Shutdown;
+use seckill_common::transport::Publisher;
 
 const INSERT: &str =
     "INSERT INTO outbox (topic, key, payload, traceparent) VALUES ($1, $2, $3, $4)";
@@ -64,7 +65,7 @@ enum RelayError {
 
 pub struct Relay {
     pub db: DatabaseConnection,
-    pub producer: EventProducer,
+    pub producer: Publisher,
     /// Notified after a local commit wrote to the outbox: publish now.
     pub wake: Arc<Notify>,
     /// The longest wait between two looks (rows written by other replicas).

@@ -7,7 +7,6 @@ use actix_web::web;
 use anyhow::Context;
 
 use seckill_common::consumer::BatchConsumer;
-use seckill_common::kafka;
 use seckill_common::metrics::ConsumerMetrics;
 use seckill_common::service::{Core, Probes, Running};
 use seckill_common::shutdown::Shutdown;
@@ -29,7 +28,7 @@ pub struct Application(Running);
 impl Application {
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
         settings.check_secrets()?;
-        let core = Core::start(&settings.kafka, shutdown).await?;
+        let core = Core::start(settings.bus(), shutdown).await?;
         let db = core
             .database::<Migrator>(&settings.database, MIGRATION_LOCK_KEY)
             .await?;
@@ -60,14 +59,18 @@ impl Application {
         )?;
 
         let topics = settings.kafka.topics();
-        let consumer = kafka::consumer(&settings.kafka, &settings.consumer_group)
-            .context("cannot create the Kafka consumer")?;
-        rdkafka::consumer::Consumer::subscribe(&consumer, &[topics.inventory_events.as_str()])
-            .context("cannot subscribe to the inventory events")?;
+        let mut consumer = core
+            .subscribe(
+                settings.bus(),
+                &settings.consumer_group,
+                &topics.inventory_events,
+                None,
+            )
+            .await?;
         let consumer_metrics = ConsumerMetrics::new(&core.registry)?;
-        consumer_metrics.watch_lag(&consumer);
+        consumer_metrics.watch(&mut consumer);
         let batch_consumer = BatchConsumer {
-            consumer,
+            source: consumer,
             handler: OrderHandler {
                 db,
                 producer: core.producer.clone(),

@@ -5,6 +5,7 @@ use rdkafka::statistics::Statistics;
 use super::exposition::register;
 use crate::consumer::ConsumerObserver;
 use crate::kafka::StatsSink;
+use crate::transport::{Backlog, Source};
 
 /// What the consumer loop did, by topic, and how far behind it is, by
 /// partition. Create once per process; clone it into every `BatchConsumer`.
@@ -14,6 +15,7 @@ pub struct ConsumerMetrics {
     retried: IntCounterVec,
     dead_lettered: IntCounterVec,
     lag: IntGaugeVec,
+    pending: IntGaugeVec,
 }
 
 impl ConsumerMetrics {
@@ -42,13 +44,35 @@ impl ConsumerMetrics {
         register(registry, &processed)?;
         register(registry, &retried)?;
         register(registry, &dead_lettered)?;
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "seckill_consumer_pending",
+                "Redis Streams: entries delivered to the group and not yet acknowledged",
+            ),
+            &["topic"],
+        )?;
         register(registry, &lag)?;
+        register(registry, &pending)?;
         Ok(Self {
             processed,
             retried,
             dead_lettered,
             lag,
+            pending,
         })
+    }
+
+    /// Feeds the lag gauges from `source`: librdkafka's statistics (by
+    /// partition), or the streams' `XINFO GROUPS` (partition `all`: the
+    /// group's lag summed over the topic's streams, and its pending count).
+    pub fn watch(&self, source: &mut Source) {
+        match source {
+            Source::Kafka(kafka) => self.watch_lag(kafka.consumer()),
+            Source::Streams(streams) => streams.report_backlog_to(StreamBacklog {
+                lag: self.lag.clone(),
+                pending: self.pending.clone(),
+            }),
+        }
     }
 
     /// Feeds the lag gauge from this consumer's librdkafka statistics.
@@ -68,6 +92,18 @@ impl ConsumerObserver for ConsumerMetrics {
     }
     fn dead_lettered(&self, topic: &str) {
         self.dead_lettered.with_label_values(&[topic]).inc();
+    }
+}
+
+struct StreamBacklog {
+    lag: IntGaugeVec,
+    pending: IntGaugeVec,
+}
+
+impl Backlog for StreamBacklog {
+    fn record(&self, topic: &str, lag: i64, pending: i64) {
+        self.lag.with_label_values(&[topic, "all"]).set(lag);
+        self.pending.with_label_values(&[topic]).set(pending);
     }
 }
 

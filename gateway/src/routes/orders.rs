@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::http::{ApiError, ErrorBody};
+use seckill_common::kafka::trace_fields;
 use seckill_common::redis_conn;
 use seckill_common::stock::{self, SaleKeys};
 
@@ -14,7 +15,7 @@ use crate::api::{Accepted, OrderState, OrderView};
 use crate::auth::AuthenticatedUser;
 use crate::catalog::sale_not_found;
 use crate::enqueue::{enqueue, Order};
-use crate::purchase::{self, Decision};
+use crate::purchase::{self, Decision, StreamEntry};
 use crate::state::{stock_store_down, AppState};
 
 /// `{}` or `{"quantity": n}`. Unknown fields are refused, not ignored: a
@@ -217,10 +218,26 @@ async fn reserve(
 ) -> Result<Decision, ApiError> {
     let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
     let started = std::time::Instant::now();
+    let held = Order {
+        sale,
+        user,
+        quantity,
+        id: order,
+    };
+    // Streams mode: the script appends the order, with this span's context
+    // (the consumers' spans continue the trace from it).
+    let entry = state.producer.is_none().then(|| {
+        let payload = crate::enqueue::order_requested(&held).to_json();
+        (payload, trace_fields(&span))
+    });
     let script = async {
         let mut redis = crate::worker_redis::connection(state).await;
-        let script =
-            purchase::reserve_with_token(&mut redis, sale, user, quantity, order, has_token);
+        let entry = entry
+            .as_ref()
+            .map(|(payload, trace)| StreamEntry { payload, trace });
+        let script = purchase::reserve_and_enqueue(
+            &mut redis, sale, user, quantity, order, has_token, entry,
+        );
         redis_conn::within(state.redis_timeout, script).await
     };
     // An open breaker refuses before the script is sent: nothing to undo,
@@ -245,13 +262,13 @@ async fn reserve(
         Err(error) => {
             span.record("outcome", "unknown");
             state.metrics.outcome("unknown");
+            if state.producer.is_none() {
+                tracing::warn!(%error, order_id = %order, "the purchase script's answer was lost; settling it");
+                crate::enqueue::settle(state, &held).await?;
+                // Queued after all. `remaining` is unknown: not sold out.
+                return Ok(Decision::Accepted { remaining: 1 });
+            }
             tracing::warn!(%error, order_id = %order, "the purchase script's answer was lost; undoing it");
-            let held = Order {
-                sale,
-                user,
-                quantity,
-                id: order,
-            };
             crate::enqueue::undo(state, &held).await;
             Err(stock_store_down(error))
         }

@@ -5,13 +5,37 @@ pub mod reservation;
 pub mod reserve;
 pub mod sale;
 
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
+use seckill_common::domain::SaleId;
 
 pub use migration::Migrator;
 
 /// The advisory lock migrations run under (`db::migrate_locked`).
 /// Arbitrary but fixed: every replica and the `migrate` Job must agree on it.
 pub const MIGRATION_LOCK_KEY: i64 = 0x5EC0_1A7E_0000_0001;
+
+/// Sales that end in the future or ended less than `ago` ago, with their end.
+pub async fn sales_ending_after(
+    db: &DatabaseConnection,
+    ago: std::time::Duration,
+) -> Result<Vec<(SaleId, DateTime<Utc>)>, DbErr> {
+    let since = Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
+    let rows: Vec<(String, DateTime<Utc>)> = sale::Entity::find()
+        .select_only()
+        .column(sale::Column::Id)
+        .column(sale::Column::EndsAt)
+        .filter(sale::Column::EndsAt.gt(since))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, ends_at)| Some((SaleId::parse(&id).ok()?, ends_at)))
+        .collect())
+}
 
 /// A sale and its live reservations as `(user id, order id)`, read from one
 /// repeatable-read snapshot, so stock and buyers agree with each other: a

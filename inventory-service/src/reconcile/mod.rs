@@ -15,7 +15,6 @@
 //! One run at a time across all replicas: a transaction-scoped PostgreSQL
 //! advisory lock, because two concurrent stock increments computed from the
 //! same snapshot would both apply.
-mod catch_up;
 mod error;
 mod fence;
 pub mod metrics;
@@ -30,20 +29,18 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::RedisError;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
+    TransactionTrait,
 };
 use serde::Serialize;
 
 use seckill_common::domain::SaleId;
-use seckill_common::settings::KafkaSettings;
 use seckill_common::shutdown::Shutdown;
+use seckill_common::transport::CatchUp;
 
 use crate::configuration::ReconcileSettings;
-use crate::persistence::sale as sale_table;
 use crate::warm;
 
-pub use catch_up::CatchUp;
 pub use error::ReconcileError;
 pub use metrics::ReconcileMetrics;
 pub use sale::SaleReport;
@@ -66,7 +63,7 @@ pub struct Report {
 pub struct Reconciler {
     db: DatabaseConnection,
     redis: ConnectionManager,
-    catch_up: Arc<CatchUp>,
+    catch_up: CatchUp,
     settings: ReconcileSettings,
     metrics: ReconcileMetrics,
     /// When each sale was first seen missing from Redis (this replica's view).
@@ -81,22 +78,20 @@ impl Reconciler {
     pub fn new(
         db: DatabaseConnection,
         redis: ConnectionManager,
-        kafka: &KafkaSettings,
-        reservation_group: &str,
+        catch_up: CatchUp,
         settings: ReconcileSettings,
         metrics: ReconcileMetrics,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        let topic = kafka.topics().order_requested;
-        Ok(Self {
+    ) -> Self {
+        Self {
             db,
             redis,
-            catch_up: Arc::new(CatchUp::new(kafka, reservation_group, &topic)?),
+            catch_up,
             settings,
             metrics,
             missing_since: Mutex::new(HashMap::new()),
             first_seen: sale::FirstSeen::default(),
             running: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// The periodic task: a full run every `interval_ms`, a look for lost
@@ -231,11 +226,9 @@ impl Reconciler {
         if since.elapsed() < self.settings.rewarm_delay {
             return Ok(Some(report));
         }
-        let catch_up = self.catch_up.clone();
-        let caught_up = tokio::task::spawn_blocking(move || catch_up.caught_up()).await;
-        match caught_up {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+        match self.catch_up.caught_up().await {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::info!(sale_id = %id, "sale missing from Redis; waiting for the reservation consumer to catch up");
                 return Ok(Some(report));
             }
@@ -290,19 +283,7 @@ impl Reconciler {
         &self,
         ago: Duration,
     ) -> Result<Vec<(SaleId, DateTime<Utc>)>, DbErr> {
-        let since = Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
-        let rows: Vec<(String, DateTime<Utc>)> = sale_table::Entity::find()
-            .select_only()
-            .column(sale_table::Column::Id)
-            .column(sale_table::Column::EndsAt)
-            .filter(sale_table::Column::EndsAt.gt(since))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, ends_at)| Some((SaleId::parse(&id).ok()?, ends_at)))
-            .collect())
+        crate::persistence::sales_ending_after(&self.db, ago).await
     }
 
     /// This process's lock, then the cluster-wide one (held by the returned

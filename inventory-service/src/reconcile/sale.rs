@@ -1,6 +1,6 @@
 //! One sale: snapshot Redis, then PostgreSQL, [`plan`], apply, report.
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -11,10 +11,10 @@ use serde::Serialize;
 use seckill_common::domain::SaleId;
 use seckill_common::stock::SaleKeys;
 
-use super::catch_up::CatchUp;
 use super::error::ReconcileError;
 use super::plan::{plan, Observed};
 use crate::persistence;
+use seckill_common::transport::CatchUp;
 
 /// KEYS: sale, buyers. Nil when the sale is not in Redis; else {stock,
 /// version, buyers...} read atomically, so the three agree with each other.
@@ -153,7 +153,7 @@ impl FirstSeen {
 pub struct Judge<'a> {
     pub grace: Duration,
     pub first_seen: &'a FirstSeen,
-    pub catch_up: &'a Arc<CatchUp>,
+    pub catch_up: &'a CatchUp,
 }
 
 /// `None` when the sale vanished from Redis or PostgreSQL meanwhile.
@@ -247,12 +247,11 @@ pub async fn reconcile(
     Ok(Some(report))
 }
 
-async fn caught_up(catch_up: &Arc<CatchUp>) -> bool {
-    let catch_up = catch_up.clone();
-    match tokio::task::spawn_blocking(move || catch_up.caught_up()).await {
-        Ok(Ok(yes)) => yes,
-        other => {
-            tracing::warn!(?other, "cannot tell whether the reservation consumer caught up; no buyer is judged an orphan this round");
+async fn caught_up(catch_up: &CatchUp) -> bool {
+    match catch_up.caught_up().await {
+        Ok(yes) => yes,
+        Err(error) => {
+            tracing::warn!(%error, "cannot tell whether the reservation consumer caught up; no buyer is judged an orphan this round");
             false
         }
     }
