@@ -120,6 +120,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                 }
             }
             if !batch.is_empty() {
+                crate::fault::before_batch(&batch).await;
                 if let Outcome::Aborted = self.process(&batch, &shutdown).await {
                     return self.source.close().await;
                 }
@@ -266,13 +267,14 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         messaging.destination.name = %topic,
         messaging.kafka.destination.partition = tracing::field::Empty,
         messaging.kafka.message.offset = tracing::field::Empty,
-        messaging.kafka.message.key = %key,
+        messaging.kafka.message.key = tracing::field::Empty,
         messaging.redis.stream = tracing::field::Empty,
+        messaging.redis.message.key = tracing::field::Empty,
         messaging.redis.entry_id = tracing::field::Empty,
         messaging.message.id = tracing::field::Empty,
         error.message = tracing::field::Empty,
     );
-    record_position(&receive, &delivery.position);
+    record_position(&receive, &delivery.position, &key);
     set_parent(&receive, parent.clone());
     let decoded = delivery
         .payload()
@@ -299,13 +301,14 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         messaging.destination.name = %topic,
         messaging.kafka.destination.partition = tracing::field::Empty,
         messaging.kafka.message.offset = tracing::field::Empty,
-        messaging.kafka.message.key = %key,
+        messaging.kafka.message.key = tracing::field::Empty,
         messaging.redis.stream = tracing::field::Empty,
+        messaging.redis.message.key = tracing::field::Empty,
         messaging.redis.entry_id = tracing::field::Empty,
         messaging.message.id = %envelope.event_id,
         event.type = envelope.event.type_name(),
     );
-    record_position(&span, &delivery.position);
+    record_position(&span, &delivery.position, &key);
     set_parent(&span, parent);
     Ok(Incoming {
         topic: topic.to_owned(),
@@ -315,15 +318,17 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
     })
 }
 
-fn record_position(span: &tracing::Span, position: &Position) {
+fn record_position(span: &tracing::Span, position: &Position, message_key: &str) {
     match position {
         Position::Kafka { partition, offset } => {
             span.record("messaging.kafka.destination.partition", partition);
             span.record("messaging.kafka.message.offset", offset);
+            span.record("messaging.kafka.message.key", message_key);
         }
         Position::Stream { key, id } => {
             span.record("messaging.redis.stream", key.as_str());
             span.record("messaging.redis.entry_id", id.as_str());
+            span.record("messaging.redis.message.key", message_key);
         }
     }
 }

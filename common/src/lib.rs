@@ -22,6 +22,7 @@ pub mod consumer;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod fault;
 pub mod http;
 pub mod internal_auth;
 pub mod kafka;

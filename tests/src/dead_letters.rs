@@ -1,10 +1,13 @@
-//! Reads a stack's dead-letter topic, so tests can see what was given up on.
+//! Reads a stack's dead-letter topic (or stream), so tests can see what was
+//! given up on.
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use seckill_common::transport::Transport;
 
 use crate::stack::Stack;
 
@@ -32,9 +35,22 @@ fn topic(stack: &Stack) -> String {
     format!("{}dead-letter", stack.topic_prefix)
 }
 
+fn stream(stack: &Stack) -> String {
+    seckill_common::transport::streams::topic_stream(&topic(stack))
+}
+
 /// How many messages the dead-letter topic holds (sum of its partitions'
 /// high watermarks; nothing is ever deleted from it in a test).
 pub fn count(stack: &Stack) -> i64 {
+    if stack.transport == Transport::RedisStreams {
+        let mut con = redis::Client::open(stack.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("redis reachable");
+        return redis::cmd("XLEN")
+            .arg(stream(stack))
+            .query(&mut con)
+            .expect("xlen");
+    }
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &stack.brokers)
         .set("group.id", format!("t-dlq-count-{}", uuid::Uuid::new_v4()))
@@ -66,6 +82,31 @@ pub async fn read(stack: &Stack, at_least: i64) -> Vec<DeadLetter> {
         || async { Some(count(stack)).filter(|n| *n >= at_least) },
     )
     .await;
+    if stack.transport == Transport::RedisStreams {
+        let bus = crate::bus::Bus::of(stack).await;
+        let header = |name: &str| match name {
+            "reason" => Some("dlq.reason"),
+            "source_topic" => Some("dlq.source.topic"),
+            "source_position" => Some("dlq.source.offset"),
+            _ => None,
+        };
+        return bus
+            .stream_entries(&stream(stack))
+            .await
+            .into_iter()
+            .map(|mut fields| DeadLetter {
+                key: fields.remove("key"),
+                payload: fields.remove("payload").unwrap_or_default(),
+                headers: fields
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        let name = header(&k)?;
+                        Some((name.to_owned(), String::from_utf8_lossy(&v).into_owned()))
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &stack.brokers)
         .set("group.id", format!("t-dlq-read-{}", uuid::Uuid::new_v4()))

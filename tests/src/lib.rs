@@ -9,6 +9,7 @@
 //! same check, [`invariants::assert_invariants`]; [`dead_letters`] reads
 //! what the consumers gave up on; [`fixtures`] makes domain values;
 //! [`proxy`] makes a link to Redis or the broker slow, stalled or cut.
+pub mod bus;
 pub mod dead_letters;
 pub mod fixtures;
 pub mod invariants;

@@ -7,6 +7,8 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 
+use seckill_common::transport::Transport;
+
 use crate::process::{binary, free_port, nisshi, Process};
 use crate::proxy::FaultProxy;
 use crate::servers::{state_dir, PrivatePostgres, PrivateRedis};
@@ -22,9 +24,23 @@ fn required(var: &str) -> String {
         .unwrap_or_else(|_| panic!("{var} is not set: run the suite with deploy/local/test.sh"))
 }
 
+/// The transport stacks run on: `SECKILL_TEST_TRANSPORT` (`kafka`, the
+/// default, or `redis-streams`), so that one test runs on either. The test
+/// command runs the transport-bound binaries once per transport.
+pub fn transport_under_test() -> Transport {
+    match std::env::var("SECKILL_TEST_TRANSPORT").as_deref() {
+        Ok("redis-streams") => Transport::RedisStreams,
+        Ok("kafka") | Err(_) => Transport::Kafka,
+        Ok(other) => panic!("SECKILL_TEST_TRANSPORT={other}: kafka or redis-streams"),
+    }
+}
+
 /// Knobs a test may turn; everything else has test-friendly defaults.
 #[derive(Clone, Default)]
 pub struct StackOptions {
+    /// This transport whatever the run's (a test of one transport's own
+    /// behaviour); `None`: [`transport_under_test`].
+    pub transport: Option<Transport>,
     /// Extra environment for every service (e.g. shorter timeouts).
     pub env: Vec<(String, String)>,
     /// Extra environment for the gateway only.
@@ -50,6 +66,7 @@ pub struct StackOptions {
 
 pub struct Stack {
     pub id: String,
+    pub transport: Transport,
     pub brokers: String,
     pub broker: Process,
     pub gateway: Process,
@@ -81,6 +98,7 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let transport = options.transport.unwrap_or_else(transport_under_test);
         let private_redis = match options.private_redis {
             true => Some(PrivateRedis::start(&id, options.redis_persistent).await),
             false => None,
@@ -140,8 +158,11 @@ impl Stack {
             std::fs::create_dir_all(&dir).expect("broker dir");
             broker = broker.with_cwd(dir);
         }
-        broker.start();
-        wait_for_port(broker_port).await;
+        // Streams live in Redis: the stack has no broker running.
+        if transport == Transport::Kafka {
+            broker.start();
+            wait_for_port(broker_port).await;
+        }
 
         let (gw_port, inv_port, ord_port) = (free_port(), free_port(), free_port());
         let topic_prefix = format!("t{id}.");
@@ -158,6 +179,19 @@ impl Stack {
             // below a real gateway's produce window; they never rely on it.
             ("SECKILL_RECONCILE__GATEWAY_PRODUCE_WINDOW_MS", "0"),
             ("RUST_LOG", "info"),
+            (
+                "SECKILL_TRANSPORT",
+                match transport {
+                    Transport::Kafka => "kafka",
+                    Transport::RedisStreams => "redis-streams",
+                },
+            ),
+            // A dead consumer's entries are taken over within seconds, and
+            // a new sale's stream is joined at once.
+            ("SECKILL_STREAMS__CLAIM_IDLE_MS", "3000"),
+            ("SECKILL_STREAMS__CLAIM_INTERVAL_MS", "500"),
+            ("SECKILL_STREAMS__TRIM_INTERVAL_MS", "500"),
+            ("SECKILL_STREAMS__DISCOVER_INTERVAL_MS", "200"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -228,6 +262,7 @@ impl Stack {
 
         let stack = Self {
             id,
+            transport,
             brokers,
             broker,
             gateway,
@@ -386,22 +421,36 @@ impl Stack {
     /// Another gateway on the same Redis, broker and services, with extra
     /// environment (e.g. a fault hook). Started and ready; returns its base URL.
     pub async fn extra_gateway(&self, name: &str, extra: &[(&str, &str)]) -> (Process, String) {
+        self.extra_replica(&self.gateway, "gateway", name, extra)
+            .await
+    }
+
+    /// Another replica of `binary` ("inventory-service", "order-service"),
+    /// configured as `like` is (same databases, Redis, transport and
+    /// groups) plus `extra`. Started and ready; returns its base URL.
+    pub async fn extra_replica(
+        &self,
+        like: &Process,
+        binary_name: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> (Process, String) {
         let port = free_port();
-        let mut env = self.gateway.env().clone();
+        let mut env = like.env().clone();
         env.insert("SECKILL_HTTP__PORT".into(), port.to_string());
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let mut gateway = Process::new(
+        let mut replica = Process::new(
             &format!("{}-{name}", self.id),
-            binary("gateway"),
+            binary(binary_name),
             vec!["serve".into()],
             env,
         );
-        gateway.start();
+        replica.start();
         let url = format!("http://127.0.0.1:{port}");
         self.wait_ready(&url).await;
-        (gateway, url)
+        (replica, url)
     }
 
     /// Asks for a reconciliation (`POST /api/v1/admin/reconcile`). `None`

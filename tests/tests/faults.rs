@@ -7,6 +7,8 @@
 mod breakers;
 #[path = "faults/shutdown.rs"]
 mod shutdown;
+#[path = "faults/streams.rs"]
+mod streams;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,12 +17,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 use seckill_common::domain::{OrderId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Reserved};
+use seckill_tests::bus::Bus;
 use seckill_tests::fixtures::order;
 use seckill_tests::invariants::{assert_invariants, assert_invariants_unreconciled};
 use seckill_tests::{assert_error, blocking, dead_letters, wait_until, Stack, StackOptions};
@@ -553,24 +554,8 @@ fn wrong_version(envelope: &Envelope) -> Vec<u8> {
 async fn malformed_events_are_dead_lettered_and_their_partition_carries_on() {
     let stack = Stack::start().await;
     let sale = stack.active_sale(10).await;
-    let topics = seckill_common::settings::Topics::new(&stack.topic_prefix);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.brokers)
-        .create()
-        .expect("producer");
-    let send = |topic: String, key: String, payload: Vec<u8>| {
-        let producer = producer.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produce");
-        }
-    };
+    let bus = Bus::of(&stack).await;
+    let topics = bus.topics.clone();
 
     // inventory-service: garbage, a wrong version, and an order id reused
     // with different contents (fails in the handler: bounded retries), then
@@ -593,7 +578,7 @@ async fn malformed_events_are_dead_lettered_and_their_partition_carries_on() {
         requested(&forged).to_json(),
         requested(&valid).to_json(),
     ] {
-        send(topics.order_requested.clone(), key.clone(), payload).await;
+        bus.publish_raw_order(&sale, &key, &payload).await;
     }
 
     // order-service: garbage and a wrong version, then a valid event.
@@ -606,12 +591,8 @@ async fn malformed_events_are_dead_lettered_and_their_partition_carries_on() {
         )))),
         Envelope::new(Event::StockReserved(Reserved::new(late.clone()))).to_json(),
     ] {
-        send(
-            topics.inventory_events.clone(),
-            inventory_key.clone(),
-            payload,
-        )
-        .await;
+        bus.publish_raw(&topics.inventory_events, &inventory_key, &payload)
+            .await;
     }
 
     let created = |id: &OrderId| {
@@ -638,7 +619,7 @@ async fn malformed_events_are_dead_lettered_and_their_partition_carries_on() {
         wrong_version(&Envelope::new(Event::OrderExpired(first.clone()))),
         Envelope::new(Event::OrderExpired(first.clone())).to_json(),
     ] {
-        send(topics.order_events.clone(), key.clone(), payload).await;
+        bus.publish_raw(&topics.order_events, &key, &payload).await;
     }
     let released = format!(
         "SELECT count(*) AS n FROM reservations WHERE order_id = '{}' AND status = 'released'",

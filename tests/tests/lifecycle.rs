@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use seckill_common::domain::OrderId;
 use seckill_common::events::{Envelope, Event, OrderRef};
-use seckill_common::kafka::EventProducer;
+use seckill_tests::bus::Bus;
 use seckill_tests::process::{binary, free_port, Process};
 use seckill_tests::{assert_error, wait_until, Stack, StackOptions};
 
@@ -37,6 +37,7 @@ async fn count(stack: &Stack, inventory: bool, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paying_marks_the_order_paid_with_its_payment_reference() {
     let stack = Stack::start_with(env(&[])).await;
+    keep_history(&stack, &kafka(&stack).topics().order_events).await;
     let sale = sale_with(&stack, 5, 900, 1_250).await;
     let alice = stack.token("alice");
     let order = buy(&stack, &alice, &sale).await;
@@ -508,8 +509,8 @@ async fn cancelling_returns_the_stock_and_duplicate_events_return_it_once() {
 
     // The first order's events again, twice each, then one about the
     // sentinel with the same key (same partition, so it is consumed after).
-    let producer = EventProducer::new(&kafka(&stack)).expect("producer");
-    let topic = kafka(&stack).topics().order_events;
+    let bus = Bus::of(&stack).await;
+    let topic = bus.topics.order_events.clone();
     let first_ref = order_ref(&stack, &first).await;
     let sentinel_ref = order_ref(&stack, &sentinel).await;
     for event in [
@@ -519,10 +520,7 @@ async fn cancelling_returns_the_stock_and_duplicate_events_return_it_once() {
         Event::OrderExpired(first_ref),
         Event::OrderExpired(sentinel_ref),
     ] {
-        producer
-            .send(&topic, &first, &Envelope::new(event))
-            .await
-            .expect("produce");
+        bus.publish(&topic, &first, &Envelope::new(event)).await;
     }
     wait_reservation_status(&stack, &sentinel, "released").await;
     // Keep order-service in step with the forged expiry: its own cancel
@@ -584,6 +582,7 @@ async fn two_order_services_expire_each_order_exactly_once() {
         ("SECKILL_OUTBOX__INTERVAL_MS", "30"),
     ]))
     .await;
+    keep_history(&stack, &kafka(&stack).topics().order_events).await;
     let port = free_port();
     let mut env = stack.orders.env().clone();
     env.insert("SECKILL_HTTP__PORT".into(), port.to_string());

@@ -5,8 +5,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use seckill_common::events::{Envelope, Event, OrderRequested, Reserved};
-use seckill_common::kafka::EventProducer;
-use seckill_common::settings::KafkaSettings;
+use seckill_tests::bus::Bus;
 use seckill_tests::fixtures::order;
 use seckill_tests::stack::{token_with, ADMIN_TOKEN, JWT_SECRET};
 use seckill_tests::{wait_until, Stack};
@@ -15,13 +14,8 @@ use seckill_tests::{wait_until, Stack};
 async fn redelivered_events_change_nothing() {
     let stack = Stack::start().await;
     let sale = stack.active_sale(10).await;
-    let settings = KafkaSettings {
-        brokers: stack.brokers.clone(),
-        topic_prefix: stack.topic_prefix.clone(),
-        ..Default::default()
-    };
-    let topics = settings.topics();
-    let producer = EventProducer::new(&settings).expect("producer");
+    let bus = Bus::of(&stack).await;
+    let topics = bus.topics.clone();
 
     // The same OrderRequested twice, then a sentinel on the same partition
     // (same key): once the sentinel is applied, both copies were consumed.
@@ -37,10 +31,7 @@ async fn redelivered_events_change_nothing() {
         requested_at: Utc::now(),
     }));
     for envelope in [&requested, &requested, &sentinel_event] {
-        producer
-            .send(&topics.order_requested, &key, envelope)
-            .await
-            .expect("produce");
+        bus.publish_order_requested(&sale, &key, envelope).await;
     }
     let created = |id: String| {
         format!("SELECT count(*) AS n FROM orders WHERE order_id = '{id}' AND status = 'created'")
@@ -74,10 +65,7 @@ async fn redelivered_events_change_nothing() {
         &reserved,
         &Envelope::new(Event::StockReserved(Reserved::new(late.clone()))),
     ] {
-        producer
-            .send(&topics.inventory_events, &key, envelope)
-            .await
-            .expect("produce");
+        bus.publish(&topics.inventory_events, &key, envelope).await;
     }
     wait_until(
         "the second sentinel order to be created",

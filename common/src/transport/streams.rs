@@ -102,6 +102,7 @@ impl StreamsPublisher {
             messaging.system = "redis",
             messaging.operation = "publish",
             messaging.destination.name = %topic,
+            messaging.redis.message.key = %key,
             messaging.message.id = %envelope.event_id,
             event.type = envelope.event.type_name(),
             otel.status_code = tracing::field::Empty,

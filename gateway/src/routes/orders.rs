@@ -227,8 +227,21 @@ async fn reserve(
     // Streams mode: the script appends the order, with this span's context
     // (the consumers' spans continue the trace from it).
     let entry = state.producer.is_none().then(|| {
-        let payload = crate::enqueue::order_requested(&held).to_json();
-        (payload, trace_fields(&span))
+        let envelope = crate::enqueue::order_requested(&held);
+        let topic = &state.topics.order_requested;
+        let publish = tracing::info_span!(
+            parent: &span,
+            "streams.publish",
+            otel.name = %format!("{topic} publish"),
+            otel.kind = "producer",
+            messaging.system = "redis",
+            messaging.operation = "publish",
+            messaging.destination.name = %topic,
+            messaging.redis.message.key = %order,
+            messaging.message.id = %envelope.event_id,
+            event.type = "OrderRequested",
+        );
+        (envelope.to_json(), trace_fields(&publish))
     });
     let script = async {
         let mut redis = crate::worker_redis::connection(state).await;

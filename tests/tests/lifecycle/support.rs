@@ -178,9 +178,30 @@ pub fn fast_lifecycle_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
+/// Keeps every event of `topic` from now on for [`read_events`] (Streams
+/// trims what every group acknowledged; Kafka keeps it anyway).
+pub async fn keep_history(stack: &Stack, topic: &str) {
+    seckill_tests::bus::Bus::of(stack)
+        .await
+        .keep_history(topic)
+        .await;
+}
+
 /// Every event in `topic` from the beginning up to its current end.
 pub async fn read_events(stack: &Stack, topic: &str) -> Vec<seckill_common::events::Envelope> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    if stack.transport == seckill_common::transport::Transport::RedisStreams {
+        let bus = seckill_tests::bus::Bus::of(stack).await;
+        return bus
+            .stream_entries(&bus.stream_of(topic))
+            .await
+            .into_iter()
+            .filter_map(|mut fields| {
+                seckill_common::events::Envelope::from_json(&fields.remove("payload")?).ok()
+            })
+            .collect();
+    }
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
     let brokers = stack.brokers.clone();

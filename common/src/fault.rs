@@ -1,0 +1,45 @@
+//! Fault injection for the consumer loop's tests. TEST-ONLY.
+//!
+//! Compiled in always, so the tests exercise the real binaries, but inert
+//! unless the environment asks for it. Never set these in a deployment.
+//!
+//! * `SECKILL_FAULT__BATCH_DELAY_MS=N`: every batch waits N ms after it was
+//!   read and before it is handled, so a test can `kill -9` the process
+//!   while the batch is delivered and not acknowledged.
+//! * `SECKILL_FAULT__ABORT_ON_USER=U`: the process aborts when a batch holds
+//!   an `OrderRequested` of user `U`: a poison message that kills its consumer.
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use crate::consumer::Incoming;
+use crate::events::Event;
+
+static BATCH_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
+    std::env::var("SECKILL_FAULT__BATCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+});
+
+static ABORT_ON_USER: LazyLock<Option<String>> =
+    LazyLock::new(|| std::env::var("SECKILL_FAULT__ABORT_ON_USER").ok());
+
+/// Runs the enabled hooks for a batch about to be handled.
+pub async fn before_batch(batch: &[Incoming]) {
+    if let Some(user) = ABORT_ON_USER.as_deref() {
+        let poison = batch.iter().any(|m| {
+            matches!(&m.envelope.event, Event::OrderRequested(r) if r.order.user_id.as_str() == user)
+        });
+        if poison {
+            tracing::error!(user, "fault hook SECKILL_FAULT__ABORT_ON_USER: aborting");
+            std::process::abort();
+        }
+    }
+    if let Some(delay) = *BATCH_DELAY {
+        tracing::warn!(
+            ?delay,
+            "fault hook SECKILL_FAULT__BATCH_DELAY_MS: holding the batch"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
