@@ -120,7 +120,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                 }
             }
             if !batch.is_empty() {
-                crate::fault::before_batch(&batch).await;
+                crate::fault::before_batch(batch.iter().map(|m| &m.envelope.event)).await;
                 if let Outcome::Aborted = self.process(&batch, &shutdown).await {
                     return self.source.close().await;
                 }

@@ -11,7 +11,6 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use crate::consumer::Incoming;
 use crate::events::Event;
 
 static BATCH_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
@@ -24,12 +23,12 @@ static BATCH_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
 static ABORT_ON_USER: LazyLock<Option<String>> =
     LazyLock::new(|| std::env::var("SECKILL_FAULT__ABORT_ON_USER").ok());
 
-/// Runs the enabled hooks for a batch about to be handled.
-pub async fn before_batch(batch: &[Incoming]) {
+/// Runs the enabled hooks for a batch (its events) about to be handled.
+pub async fn before_batch<'a>(mut events: impl Iterator<Item = &'a Event>) {
     if let Some(user) = ABORT_ON_USER.as_deref() {
-        let poison = batch.iter().any(|m| {
-            matches!(&m.envelope.event, Event::OrderRequested(r) if r.order.user_id.as_str() == user)
-        });
+        let poison = events.any(
+            |event| matches!(event, Event::OrderRequested(r) if r.order.user_id.as_str() == user),
+        );
         if poison {
             tracing::error!(user, "fault hook SECKILL_FAULT__ABORT_ON_USER: aborting");
             std::process::abort();

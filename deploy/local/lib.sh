@@ -58,6 +58,8 @@ ensure_deps() {
     export PG_BIN
 
     case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) export PATH="$PATH:$HOME/.cargo/bin" ;; esac
+    # SECKILL_NO_BROKER=1 (the Redis Streams mode of run.sh): no broker needed.
+    [ "${SECKILL_NO_BROKER:-0}" = 1 ] && return 0
     if ! command -v nisshi >/dev/null 2>&1; then
         command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first"
         log "installing nisshi $SECKILL_NISSHI_VERSION with cargo: this takes about 13 minutes, once"
@@ -167,8 +169,15 @@ start_redis() {
         log "redis already running on 127.0.0.1:$port"
         return 0
     fi
+    # persistent: the AOF fsynced every second (Kafka mode: Redis holds
+    # reservations that PostgreSQL and the broker can rebuild). always: fsynced
+    # before every reply (Redis Streams mode: Redis is the order log, and a
+    # 202 must survive a crash; README "Transports").
     local persist=(--appendonly yes --appendfsync everysec --save "")
-    if [ "$mode" = ephemeral ]; then persist=(--appendonly no --save ""); fi
+    case "$mode" in
+        ephemeral) persist=(--appendonly no --save "") ;;
+        always) persist=(--appendonly yes --appendfsync always --save "") ;;
+    esac
     spawn "$dir/redis.pid" "$dir/redis.log" redis-server --port "$port" --bind 127.0.0.1 \
         --protected-mode yes --dir "$dir" --daemonize no "${persist[@]}"
     wait_ready "redis :$port" 30 "$dir/redis.pid" "$dir/redis.log" redis_up "$port"

@@ -2,11 +2,14 @@
 # THE RUN COMMAND: the whole stack on this machine, then a short demo burst.
 #
 #   deploy/local/run.sh          # release build (SECKILL_PROFILE=debug for a quicker build)
+#   SECKILL_TRANSPORT=redis-streams deploy/local/run.sh   # no broker: Redis Streams
 #   deploy/local/stop.sh         # stops it all
 #
 # Redis :6379, PostgreSQL :5432, the Kafka-compatible broker (nisshi, SQLite
-# storage) :9092, then inventory-service :8081, order-service :8082 and the
-# gateway :8080, all on 127.0.0.1. State, logs and pidfiles: .seckill/.
+# storage) :9092 (Kafka mode only), then inventory-service :8081,
+# order-service :8082 and the gateway :8080, all on 127.0.0.1. State, logs
+# and pidfiles: .seckill/. In the Redis Streams mode Redis fsyncs its AOF
+# before every reply (README "Transports": what a 202 means there).
 # SECKILL_JWT_SECRET, SECKILL_ADMIN_TOKEN and SECKILL_INTERNAL_TOKEN are taken
 # from the environment, else from .seckill/env, else generated there.
 set -euo pipefail
@@ -32,8 +35,15 @@ DEMO_USERS=500
 DEMO_STOCK=100
 DEMO_PARALLEL=50
 
+TRANSPORT="${SECKILL_TRANSPORT:-kafka}"
+case "$TRANSPORT" in
+    kafka | redis-streams) ;;
+    *) die "SECKILL_TRANSPORT must be kafka or redis-streams, not '$TRANSPORT'" ;;
+esac
+export SECKILL_TRANSPORT="$TRANSPORT"
+
 mkdir -p "$STATE"
-ensure_deps
+if [ "$TRANSPORT" = kafka ]; then ensure_deps; else SECKILL_NO_BROKER=1 ensure_deps; fi
 
 # ------------------------------------------------------------------ secrets
 random_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
@@ -54,10 +64,14 @@ export SECKILL_JWT_SECRET SECKILL_ADMIN_TOKEN SECKILL_INTERNAL_TOKEN
 log "the secrets in use are stored in $STATE/env (mode 600)"
 
 # ------------------------------------------------------------------ data stores
-start_redis 6379 "$STATE"
+if [ "$TRANSPORT" = kafka ]; then
+    start_redis 6379 "$STATE"
+else
+    start_redis 6379 "$STATE" always
+fi
 start_postgres "$PG_PORT" "$STATE"
 create_databases "$PG_PORT"
-start_broker 9092 "$STATE" sqlite
+if [ "$TRANSPORT" = kafka ]; then start_broker 9092 "$STATE" sqlite; fi
 
 # ------------------------------------------------------------------ build
 log "cargo build --workspace --bins (${PROFILE})"
@@ -67,9 +81,11 @@ export RUST_LOG="${RUST_LOG:-info}"
 export SECKILL_KAFKA__BROKERS=127.0.0.1:9092
 export SECKILL_REDIS__URL=redis://127.0.0.1:6379
 
-log "creating topics"
-timeout 60 "$BIN/gateway" create-topics >>"$STATE/gateway.log" 2>&1 ||
-    { tail -n 20 "$STATE/gateway.log" >&2; die "gateway create-topics failed"; }
+if [ "$TRANSPORT" = kafka ]; then
+    log "creating topics"
+    timeout 60 "$BIN/gateway" create-topics >>"$STATE/gateway.log" 2>&1 ||
+        { tail -n 20 "$STATE/gateway.log" >&2; die "gateway create-topics failed"; }
+fi
 
 # start_service NAME PORT ENV=VALUE...: (re)starts NAME from this build.
 start_service() {
@@ -134,8 +150,9 @@ sold="$(grep -c '^202 ' "$burst" || true)"
 rejected="$(grep -vc '^202 ' "$burst" || true)"
 reasons="$(grep -v '^202 ' "$burst" | sort | uniq -c | awk '{printf "%s%s %s: %s", sep, $2, $3, $1; sep=", "}' || true)"
 
-# Orders are written asynchronously (gateway -> broker -> inventory -> broker
-# -> order-service): poll until every accepted one is in seckill_orders.
+# Orders are written asynchronously (gateway -> broker or stream -> inventory
+# -> broker or stream -> order-service): poll until every accepted one is in
+# seckill_orders.
 ORDERS_TABLE="${SECKILL_ORDERS_TABLE:-orders}"
 persisted=""
 deadline=$((SECONDS + 60))
@@ -164,7 +181,13 @@ The stack is running on 127.0.0.1:
   order-service      http://127.0.0.1:8082
   redis              127.0.0.1:6379
   postgresql         127.0.0.1:5432          (postgres/postgres; seckill_inventory, seckill_orders)
-  broker (nisshi)    127.0.0.1:9092
+EOF
+if [ "$TRANSPORT" = kafka ]; then
+    echo "  broker (nisshi)    127.0.0.1:9092"
+else
+    echo "  transport          Redis Streams in 127.0.0.1:6379 (AOF, appendfsync always)"
+fi
+cat <<EOF
 Logs and pidfiles: .seckill/
 Stop it with: deploy/local/stop.sh
 EOF

@@ -19,9 +19,15 @@
 #                                starts it again with this command.
 #   SECKILL_TEST_BIN_DIR         where `cargo build` put the service binaries
 #   SECKILL_SCHEMATHESIS_BIN     schemathesis, for tests/tests/input_properties/contract.rs
+#   SECKILL_TEST_TRANSPORT       kafka (default) or redis-streams: what the stacks run on
 # Storage is memory:// (SECKILL_TEST_BROKER_STORAGE=sqlite keeps topics across
 # a broker restart). SECKILL_TEST_THREADS (default 2) sets --test-threads;
 # SECKILL_KEEP_STATE=1 keeps the temporary directory.
+#
+# Without arguments, the whole suite runs on Kafka, then the tests that
+# depend on the transport (STREAMS_TESTS below: purchase path, redelivery,
+# lifecycle, faults) run again on Redis Streams. With arguments, only the
+# selected tests run, on SECKILL_TEST_TRANSPORT.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -138,4 +144,35 @@ status=0
 log "cargo test --workspace --no-fail-fast ${cargo_args[*]} -- --test-threads=${SECKILL_TEST_THREADS:-2} ${test_args[*]}"
 run_child cargo test --workspace --no-fail-fast "${cargo_args[@]}" \
     -- --test-threads="${SECKILL_TEST_THREADS:-2}" "${test_args[@]}" || status=$?
+
+# The second transport: the tests whose outcome depends on how events travel,
+# by name (libtest filters; a test whose name contains one of these runs).
+# Not here: tests of one transport's own machinery (the broker stopped or
+# stalled, Kafka's produce windows, the orphan window Streams closes) and
+# tests that do not touch the transport (HTTP input, the read path, traces,
+# metrics). The Streams-only tests (tests/tests/faults/streams.rs, among
+# them the Streams version of the lost script answer) ran above.
+STREAMS_BINARIES=(--test purchase_path --test redelivery_and_input --test lifecycle --test faults --test every_202_kept)
+STREAMS_TESTS=(
+    no_oversell_under_a_burst one_purchase_per_user order_status_moves_from_queued
+    sale_window_is_enforced every_accepted_order_is_persisted_once_across
+    redelivered_events_change_nothing
+    paying_marks_the_order_paid a_decline_then_a_success a_charge_whose_answer_was_lost
+    pay_and_expire_race an_expired_order_returns_its_stock cancelling_returns_the_stock
+    two_order_services_expire expiry_survives_an_order_service_restart
+    inventory_service_killed_mid_burst order_service_killed_mid_burst
+    redis_stopped_and_started_with_its_data postgres_restarted_mid_burst
+    sigterm_to_the_gateway_mid_burst sigterm_to_the_consumers_mid_burst
+    malformed_events_are_dead_lettered every_service_waits_for_all_its_tasks
+    an_oversized_request_does_not_close_the_sale
+    a_rejected_duplicate_leaves_the_holder_blocked a_read_only_database_pauses_the_consumer
+    the_sweeper_waits_for_an_order_service_that_is_down
+)
+if [ "${#cargo_args[@]}" -eq 0 ] && [ "${#test_args[@]}" -eq 0 ] &&
+    [ "${SECKILL_TEST_TRANSPORT:-kafka}" = kafka ]; then
+    log "again on Redis Streams: ${#STREAMS_TESTS[@]} transport-bound tests"
+    SECKILL_TEST_TRANSPORT=redis-streams run_child cargo test -p seckill-tests --no-fail-fast \
+        "${STREAMS_BINARIES[@]}" -- --test-threads="${SECKILL_TEST_THREADS:-2}" \
+        "${STREAMS_TESTS[@]}" || status=$?
+fi
 exit "$status"

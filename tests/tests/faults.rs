@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use seckill_common::domain::{OrderId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested, Reserved};
+use seckill_common::transport::Transport;
 use seckill_tests::bus::Bus;
 use seckill_tests::fixtures::order;
 use seckill_tests::invariants::{assert_invariants, assert_invariants_unreconciled};
@@ -365,11 +366,16 @@ async fn redis_restart_mid_burst(persistent: bool, users: &str) {
 
     assert_eq!(seen.unanswered, 0, "{seen:?}");
     // An empty Redis knows no sale until inventory-service re-warms it: 404.
-    let allowed: &[u16] = if persistent {
-        &[202, 410, 503]
-    } else {
-        &[202, 404, 410, 503]
-    };
+    let mut allowed = vec![202, 410, 503];
+    if !persistent {
+        allowed.push(404);
+    }
+    // Streams: a script whose answer was lost as Redis stopped is settled
+    // once Redis is back (queued, or voided); until then its outcome is
+    // unknown (README "Transports").
+    if stack.transport == Transport::RedisStreams {
+        allowed.push(504);
+    }
     for status in seen.statuses.keys() {
         assert!(allowed.contains(status), "{seen:?}");
     }
@@ -524,10 +530,14 @@ async fn sigterm_to_the_consumers_mid_burst_loses_nothing() {
             stack.logs()
         );
     }
+    let left = match stack.transport {
+        Transport::Kafka => "consumer committed and left its group",
+        Transport::RedisStreams => "stream consumer left its group",
+    };
     for process in [&stack.inventory, &stack.orders] {
         let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
         assert!(
-            log.contains("consumer committed and left its group"),
+            log.contains(left),
             "{}: {}",
             process.name,
             process.log_tail(20)

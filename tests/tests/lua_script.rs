@@ -1,7 +1,9 @@
 //! The purchase script's decisions, against a real Redis.
 use redis::aio::ConnectionManager;
 
-use gateway::purchase::{reserve, reserve_with_token, Decision};
+use gateway::purchase::{
+    reserve, reserve_and_enqueue, reserve_with_token, settle, Decision, StreamEntry,
+};
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::stock::{release, SaleKeys};
 
@@ -176,4 +178,98 @@ async fn a_sale_that_requires_a_purchase_token_sells_only_with_one() {
         .await
         .expect("hset");
     assert_eq!(buy(&mut con, &later, "bot", 1).await, Decision::NotStarted);
+}
+
+/// Streams mode: an accepted purchase appends its order to the sale's
+/// stream in the same call; a refused one appends nothing.
+#[tokio::test]
+async fn an_accepted_purchase_appends_its_order_in_the_same_step() {
+    let mut con = redis().await;
+    let id = sale(&mut con, 1, -1_000, 60_000).await;
+    let trace = std::collections::HashMap::from([(
+        "traceparent".to_owned(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    )]);
+    let entry = |payload: &'static [u8]| {
+        Some(StreamEntry {
+            payload,
+            trace: &trace,
+        })
+    };
+    let order = OrderId::new(&id);
+    let first = reserve_and_enqueue(
+        &mut con,
+        &id,
+        &user("s-a"),
+        Quantity::ONE,
+        &order,
+        false,
+        entry(b"{\"a\":1}"),
+    )
+    .await;
+    assert_eq!(first.unwrap(), Decision::Accepted { remaining: 0 });
+    let late = OrderId::new(&id);
+    let second = reserve_and_enqueue(
+        &mut con,
+        &id,
+        &user("s-b"),
+        Quantity::ONE,
+        &late,
+        false,
+        entry(b"{\"b\":2}"),
+    )
+    .await;
+    assert_eq!(second.unwrap(), Decision::SoldOut);
+
+    let keys = SaleKeys::new(&id);
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&keys.orders)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(entries.ids.len(), 1, "only the accepted order");
+    let fields = &entries.ids[0].map;
+    let text = |name: &str| redis::from_redis_value_ref::<String>(&fields[name]).unwrap();
+    assert_eq!(text("key"), order.to_string());
+    assert_eq!(text("type"), "OrderRequested");
+    assert_eq!(text("payload"), "{\"a\":1}");
+    assert_eq!(text("traceparent"), trace["traceparent"]);
+}
+
+/// Streams mode, a lost script answer: settling finds the order queued when
+/// the script ran, and otherwise voids the order id so the script cannot
+/// run for it later.
+#[tokio::test]
+async fn settling_a_lost_answer_keeps_a_queued_order_and_voids_one_never_run() {
+    let mut con = redis().await;
+    let id = sale(&mut con, 5, -1_000, 60_000).await;
+    let ran = OrderId::new(&id);
+    let buyer = user("settle-ran");
+    assert!(matches!(
+        reserve(&mut con, &id, &buyer, Quantity::ONE, &ran)
+            .await
+            .unwrap(),
+        Decision::Accepted { .. }
+    ));
+    assert!(settle(&mut con, &id, &buyer, &ran).await.unwrap(), "queued");
+    assert!(
+        settle(&mut con, &id, &buyer, &ran).await.unwrap(),
+        "idempotent"
+    );
+
+    let never = OrderId::new(&id);
+    let other = user("settle-never");
+    assert!(
+        !settle(&mut con, &id, &other, &never).await.unwrap(),
+        "voided"
+    );
+    assert_eq!(
+        reserve(&mut con, &id, &other, Quantity::ONE, &never)
+            .await
+            .unwrap(),
+        Decision::Voided,
+        "a script arriving after the settle takes nothing"
+    );
 }

@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use super::{Delivery, Position};
+use super::delivery::{Delivery, Position};
 use crate::kafka::{self, EventConsumer};
 use crate::retry::Backoff;
 use crate::settings::KafkaSettings;

@@ -14,14 +14,11 @@
 //! step. README, "Transports", says when to choose which.
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::settings::{invalid, KafkaSettings, RedisSettings, SettingsError};
-
 mod catch_up;
 mod delivery;
 mod kafka_source;
 mod publisher;
+mod settings;
 pub mod streams;
 mod streams_source;
 
@@ -29,94 +26,9 @@ pub use catch_up::CatchUp;
 pub use delivery::{Delivery, Position};
 pub use kafka_source::KafkaSource;
 pub use publisher::{DeadLetter, PublishError, Publisher};
+pub use settings::{Bus, StreamsSettings, Transport};
 pub use streams::{StreamNames, StreamsPublisher};
 pub use streams_source::{Backlog, StreamsSource};
-
-/// `SECKILL_TRANSPORT`: `kafka` (the default) or `redis-streams`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    #[default]
-    Kafka,
-    RedisStreams,
-}
-
-/// The Streams mode's knobs (`SECKILL_STREAMS__*`); unused with Kafka.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
-pub struct StreamsSettings {
-    /// An entry pending this long on one consumer is taken over by another
-    /// (`XAUTOCLAIM`): its consumer is presumed dead. Longer than any batch
-    /// takes, or a slow consumer's work is done twice (harmless, wasted).
-    #[serde(rename = "claim_idle_ms", with = "crate::settings::millis")]
-    pub claim_idle: Duration,
-    /// How often each consumer looks for such entries.
-    #[serde(rename = "claim_interval_ms", with = "crate::settings::millis")]
-    pub claim_interval: Duration,
-    /// Deliveries after which an entry goes to the dead-letter stream rather
-    /// than to a handler again (one that kills its consumer every time).
-    pub max_deliveries: u32,
-    /// Longest a read waits for new entries before the loop looks around.
-    #[serde(rename = "block_ms", with = "crate::settings::millis")]
-    pub block: Duration,
-    /// How often acknowledged entries are trimmed and the backlog measured.
-    #[serde(rename = "trim_interval_ms", with = "crate::settings::millis")]
-    pub trim_interval: Duration,
-    /// How often the list of streams is read again (a new sale's stream).
-    #[serde(rename = "discover_interval_ms", with = "crate::settings::millis")]
-    pub discover_interval: Duration,
-    /// Entries the dead-letter stream keeps (nothing consumes it; an
-    /// operator reads it).
-    pub dead_letter_max_len: u64,
-}
-
-impl Default for StreamsSettings {
-    fn default() -> Self {
-        Self {
-            claim_idle: Duration::from_millis(30_000),
-            claim_interval: Duration::from_millis(5_000),
-            max_deliveries: 5,
-            block: Duration::from_millis(250),
-            trim_interval: Duration::from_millis(5_000),
-            discover_interval: Duration::from_millis(1_000),
-            dead_letter_max_len: 100_000,
-        }
-    }
-}
-
-impl StreamsSettings {
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.max_deliveries == 0 {
-            return Err(invalid("streams.max_deliveries must be positive"));
-        }
-        if self.block.is_zero() || self.block > Duration::from_secs(5) {
-            return Err(invalid("streams.block_ms must be between 1 and 5000"));
-        }
-        if self.claim_idle < Duration::from_millis(100) {
-            return Err(invalid("streams.claim_idle_ms must be at least 100"));
-        }
-        Ok(())
-    }
-}
-
-/// What a service needs to reach its transport, gathered from its settings.
-#[derive(Debug, Clone, Copy)]
-pub struct Bus<'a> {
-    pub transport: Transport,
-    pub kafka: &'a KafkaSettings,
-    pub streams: &'a StreamsSettings,
-    /// Streams live in this Redis.
-    pub redis: &'a RedisSettings,
-}
-
-impl Bus<'_> {
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        match self.transport {
-            Transport::Kafka => self.kafka.validate(),
-            Transport::RedisStreams => self.streams.validate(),
-        }
-    }
-}
 
 /// Where a consumer's deliveries come from.
 pub enum Source {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 
+use super::delivery::Position;
 use super::streams::{field, topic_stream, StreamsPublisher};
-use super::Position;
 use crate::events::Envelope;
 use crate::kafka::{EventProducer, ProduceError};
 

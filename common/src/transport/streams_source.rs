@@ -21,8 +21,9 @@ use redis::streams::{
 use redis::Value;
 use tokio::time::Instant;
 
+use super::delivery::{Delivery, Position};
+use super::settings::StreamsSettings;
 use super::streams::{field, StreamNames};
-use super::{Delivery, Position, StreamsSettings};
 use crate::redis_conn;
 use crate::retry::Backoff;
 use crate::settings::RedisSettings;

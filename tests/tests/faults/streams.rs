@@ -268,3 +268,50 @@ async fn two_instances_of_each_consumer_share_one_sale() {
         "both order-services worked: {orders:?}"
     );
 }
+
+/// The purchase script ran but its answer was lost, and so was the settle's
+/// (Redis answers after the gateway's timeout). In the Streams mode the
+/// order was appended with the stock taken, so it is kept: the buyer hears
+/// the outcome is unknown, and the order is then created (Kafka's version
+/// of this window undoes it: `every_202_kept::a_lost_script_answer_is_undone`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_script_answer_is_settled_and_the_order_kept() {
+    let mut options = streams(&[("SECKILL_RECONCILE__GRACE_MS", "600000")]);
+    options.gateway_redis_proxy = true;
+    options.gateway_env = vec![("SECKILL_REDIS__RESPONSE_TIMEOUT_MS".into(), "300".into())];
+    let stack = Stack::start_with(options).await;
+    let sale = stack.active_sale(3).await;
+    let token = stack.token("unlucky");
+    let proxy = stack.redis_proxy.as_ref().expect("redis proxy");
+
+    proxy.delay(Duration::from_millis(1_500));
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("order_outcome_unknown")),
+        "{body}"
+    );
+    let order = body["error"]["order_id"]
+        .as_str()
+        .expect("order id")
+        .to_owned();
+    proxy.pass();
+
+    let path = format!("/api/v1/orders/{order}");
+    wait_until(
+        "the order to be created",
+        Duration::from_secs(30),
+        || async {
+            let (status, view) = stack.get(&path, Some(&token)).await;
+            (status == 200 && view["status"] == "created").then_some(())
+        },
+    )
+    .await;
+    let (status, body) = stack.purchase(&token, &sale, json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_purchased")),
+        "{body}"
+    );
+    assert_invariants(&stack, &sale, &[order]).await;
+}
