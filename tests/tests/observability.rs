@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::{json, Value};
 
+use seckill_common::transport::Transport;
 use seckill_tests::{poll_until, wait_until, Stack, StackOptions};
 
 // ---------------------------------------------------------------------------
@@ -144,14 +145,28 @@ async fn receiver() -> (Collected, String) {
 
 /// A stack whose services export to `endpoint`, in batches every 100 ms.
 async fn traced_stack(endpoint: &str) -> Stack {
+    traced_stack_on(endpoint, None).await
+}
+
+/// The same, on `transport` (`None`: the run's).
+async fn traced_stack_on(endpoint: &str, transport: Option<Transport>) -> Stack {
     Stack::start_with(StackOptions {
         env: vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
         ],
+        transport,
         ..Default::default()
     })
     .await
+}
+
+/// The message key a messaging span carries, on either transport.
+fn message_key(s: &Span) -> &str {
+    match s.attr_str("messaging.kafka.message.key") {
+        "" => s.attr_str("messaging.redis.message.key"),
+        key => key,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -194,7 +209,7 @@ fn messaging(s: &Span, service: &str, kind: i32, operation: &str, topic: &str, k
         && s.kind == kind
         && s.attr_str("messaging.operation") == operation
         && s.attr_str("messaging.destination.name") == topic
-        && s.attr_str("messaging.kafka.message.key") == key
+        && message_key(s) == key
 }
 
 /// The purchase's spans in `spans` (one trace), or what is still missing.
@@ -263,9 +278,7 @@ async fn trace_of(collected: &Collected, order_id: &str) -> String {
                 .spans()
                 .into_iter()
                 .find(|s| {
-                    s.service == "gateway"
-                        && s.kind == PRODUCER
-                        && s.attr_str("messaging.kafka.message.key") == order_id
+                    s.service == "gateway" && s.kind == PRODUCER && message_key(s) == order_id
                 })
                 .map(|s| s.trace_id)
         },
@@ -317,8 +330,20 @@ async fn buy(stack: &Stack, user: &str, sale: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_purchase_is_one_trace_across_the_three_services() {
+    one_purchase_is_one_trace(Transport::Kafka).await;
+}
+
+/// The trace context travels in the stream entries' fields: the purchase
+/// script's `XADD` carries the gateway's publish span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_purchase_is_one_trace_on_redis_streams_too() {
+    one_purchase_is_one_trace(Transport::RedisStreams).await;
+}
+
+async fn one_purchase_is_one_trace(transport: Transport) {
     let (collected, endpoint) = receiver().await;
-    let stack = traced_stack(&endpoint).await;
+    let stack = traced_stack_on(&endpoint, Some(transport)).await;
+    let streams = transport == Transport::RedisStreams;
     let sale = stack.active_sale(5).await;
 
     let order_id = buy(&stack, "alice", &sale).await;
@@ -334,33 +359,46 @@ async fn one_purchase_is_one_trace_across_the_three_services() {
     assert_child(&p.redis, &p.http);
     assert_eq!(p.redis.attr_str("db.system"), "redis");
     assert_eq!(p.redis.attr_str("outcome"), "accepted");
-    assert_child(&p.requested, &p.http);
-    assert!(p.http.start <= p.redis.start && p.redis.start <= p.requested.start);
+    // Kafka: the produce follows the script. Streams: the script itself
+    // publishes, so the publish span is the script's child.
+    if streams {
+        assert_child(&p.requested, &p.redis);
+    } else {
+        assert_child(&p.requested, &p.http);
+        assert!(p.http.start <= p.redis.start && p.redis.start <= p.requested.start);
+    }
 
     // The produce span follows the messaging conventions.
+    let system = if streams { "redis" } else { "kafka" };
     let partition = p
         .requested
         .attr("messaging.kafka.destination.partition")
-        .and_then(Value::as_i64)
-        .expect("partition recorded");
-    assert_eq!(p.requested.attr_str("messaging.system"), "kafka");
+        .and_then(Value::as_i64);
+    assert_eq!(partition.is_some(), !streams, "{:?}", p.requested);
+    assert_eq!(p.requested.attr_str("messaging.system"), system);
     assert_eq!(
         p.requested.name,
         format!("{}order-requested publish", stack.topic_prefix)
     );
 
     // inventory-service: receive and process are children of the producer
-    // span (its context came in the Kafka headers); database and produce
-    // spans are children of process.
+    // span (its context came in the Kafka headers or the entry's fields);
+    // database and produce spans are children of process.
     for consumer in [&p.inventory_receive, &p.inventory_process] {
         assert_child(consumer, &p.requested);
-        assert_eq!(consumer.attr_str("messaging.system"), "kafka");
+        assert_eq!(consumer.attr_str("messaging.system"), system);
         assert_eq!(
             consumer
                 .attr("messaging.kafka.destination.partition")
                 .and_then(Value::as_i64),
-            Some(partition)
+            partition
         );
+        if streams {
+            assert_eq!(
+                consumer.attr_str("messaging.redis.stream"),
+                format!("seckill:{{{sale}}}:orders")
+            );
+        }
     }
     assert_child(&p.inventory_db, &p.inventory_process);
     assert_eq!(p.inventory_db.attr_str("db.system"), "postgresql");
@@ -392,7 +430,7 @@ async fn one_purchase_is_one_trace_across_the_three_services() {
     let first_keys: HashSet<String> = collected
         .trace(&trace_id)
         .iter()
-        .map(|s| s.attr_str("messaging.kafka.message.key").to_owned())
+        .map(|s| message_key(s).to_owned())
         .filter(|k| !k.is_empty())
         .collect();
     assert_eq!(first_keys, HashSet::from([order_id]));

@@ -263,6 +263,31 @@ async fn two_instances_of_each_consumer_share_one_sale() {
         "both inventory-services worked: {inventory:?}"
     );
     assert!(orders.iter().sum::<f64>() >= 1_000.0, "{orders:?}");
+    // The backlog is a metric, as with Kafka: the group's lag and pending
+    // count, both 0 once everything was acknowledged (measured every
+    // trim_interval_ms).
+    let requested_topic = format!("{}order-requested", stack.topic_prefix);
+    let backlog = || async {
+        let text = stack
+            .http
+            .get(format!("{}/metrics", stack.inventory_url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let lag =
+            format!("seckill_consumer_lag{{partition=\"all\",topic=\"{requested_topic}\"}} 0");
+        let pending = format!("seckill_consumer_pending{{topic=\"{requested_topic}\"}} 0");
+        (text.contains(&lag) && text.contains(&pending)).then_some(())
+    };
+    wait_until(
+        "lag and pending 0 in /metrics",
+        Duration::from_secs(10),
+        backlog,
+    )
+    .await;
     assert!(
         orders.iter().all(|n| *n > 0.0),
         "both order-services worked: {orders:?}"
