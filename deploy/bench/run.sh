@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE BENCHMARK: the whole stack on this machine (release builds), then eight
+# THE BENCHMARK: the whole stack on this machine (release builds), then ten
 # measurements with the same load settings, side by side, with the ratios and
 # each target printed as met or MISSED. Speed is reported here, never asserted
 # in tests. Results: docs/benchmarks.md explains them.
@@ -25,8 +25,8 @@
 #   BENCH_BROKER_STORAGE memory  the broker's storage: memory, or sqlite (durable, as run.sh;
 #                               its SQL engine then dominates the machine: docs/benchmarks.md)
 #   BENCH_ONLY          unset   run only these measurements (comma-separated: http-ceiling,
-#                               redis, purchase, sold-out, persist, read, flood); the summary
-#                               then is skipped
+#                               redis, purchase, sold-out, persist, read, flood,
+#                               purchase-streams, persist-streams); the summary then is skipped
 #
 # Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
 # 26379, PostgreSQL 25432, broker 29092, gateway 28080, inventory-service
@@ -143,21 +143,25 @@ start_service() {
     log "$name ready on 127.0.0.1:$port (pid $(pid_from "$STATE/$name.pid"))"
 }
 
-start_service inventory-service "$INV_PORT" "http://127.0.0.1:$INV_PORT/readyz" \
-    env SECKILL_HTTP__PORT="$INV_PORT" SECKILL_DATABASE__URL="$DB_BASE/seckill_inventory" \
-    "$BIN/inventory-service" serve
-start_service order-service "$ORD_PORT" "http://127.0.0.1:$ORD_PORT/readyz" \
-    env SECKILL_HTTP__PORT="$ORD_PORT" SECKILL_DATABASE__URL="$DB_BASE/seckill_orders" \
-    "$BIN/order-service" serve
-# The default admission limits (2000/s per client IP, 20/s per user) are for
-# the internet; the whole load comes from one local client here.
-start_service gateway "$GW_PORT" "http://127.0.0.1:$GW_PORT/readyz" \
-    env SECKILL_HTTP__PORT="$GW_PORT" \
-    SECKILL_INVENTORY_URL="http://127.0.0.1:$INV_PORT" SECKILL_ORDER_URL="http://127.0.0.1:$ORD_PORT" \
-    SECKILL_RATE_LIMIT__GLOBAL_PER_SECOND=10000000 \
-    SECKILL_RATE_LIMIT__PER_IP_PER_SECOND=10000000 \
-    SECKILL_RATE_LIMIT__PER_USER_PER_SECOND=1000 \
-    "$BIN/gateway" serve
+# The three services, on the transport SECKILL_TRANSPORT names (Kafka unless set).
+start_services() {
+    start_service inventory-service "$INV_PORT" "http://127.0.0.1:$INV_PORT/readyz" \
+        env SECKILL_HTTP__PORT="$INV_PORT" SECKILL_DATABASE__URL="$DB_BASE/seckill_inventory" \
+        "$BIN/inventory-service" serve
+    start_service order-service "$ORD_PORT" "http://127.0.0.1:$ORD_PORT/readyz" \
+        env SECKILL_HTTP__PORT="$ORD_PORT" SECKILL_DATABASE__URL="$DB_BASE/seckill_orders" \
+        "$BIN/order-service" serve
+    # The default admission limits (2000/s per client IP, 20/s per user) are for
+    # the internet; the whole load comes from one local client here.
+    start_service gateway "$GW_PORT" "http://127.0.0.1:$GW_PORT/readyz" \
+        env SECKILL_HTTP__PORT="$GW_PORT" \
+        SECKILL_INVENTORY_URL="http://127.0.0.1:$INV_PORT" SECKILL_ORDER_URL="http://127.0.0.1:$ORD_PORT" \
+        SECKILL_RATE_LIMIT__GLOBAL_PER_SECOND=10000000 \
+        SECKILL_RATE_LIMIT__PER_IP_PER_SECOND=10000000 \
+        SECKILL_RATE_LIMIT__PER_USER_PER_SECOND=1000 \
+        "$BIN/gateway" serve
+}
+start_services
 # As many workers as the gateway has (its default: one per core).
 start_service bench-ceiling "$CEILING_PORT" tcp \
     "$BIN/bench-ceiling" --port "$CEILING_PORT" --workers "$(nproc)"
@@ -340,7 +344,47 @@ if wanted flood; then
         tee -a "$OUT/flood.txt"
 fi
 
-# ------------------------------------------------------------------ 8. peak RSS
+# ------------------------------------------------------------------ 8. Redis Streams
+# The same purchase and persistence runs with SECKILL_TRANSPORT=redis-streams:
+# the services restarted on the same Redis and PostgreSQL, Redis's AOF then
+# fsynced before every reply (what README "Transports" prescribes for this
+# mode; deploy/local/run.sh does the same).
+if wanted purchase-streams || wanted persist-streams; then
+    for name in gateway order-service inventory-service; do
+        stop_pid "$name" "$STATE/$name.pid" TERM 30
+    done
+    redis-cli -p "$REDIS_PORT" CONFIG SET appendfsync always >/dev/null
+    export SECKILL_TRANSPORT=redis-streams
+    start_services
+    "$BIN/bench" purchase --gateway "$GATEWAY" --users 2000 --stock 2000 "${LOAD[@]}" \
+        --orders-db "$DB_BASE/seckill_orders" --no-progress --out "$OUT/warmup-streams" >/dev/null
+    wanted purchase-streams && measure purchase-streams "$BIN/bench" purchase \
+        --name "purchase path, Redis Streams" --gateway "$GATEWAY" \
+        --users "$USERS" --stock "$STOCK" "${LOAD[@]}" \
+        --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/purchase-streams"
+    wanted persist-streams && measure persist-streams "$BIN/bench" purchase \
+        --name "persistence, Redis Streams" --gateway "$GATEWAY" \
+        --users "$PERSIST_ORDERS" --stock "$PERSIST_ORDERS" "${LOAD[@]}" \
+        --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/persist-streams"
+fi
+
+# per_order RUN ORDERS: CPU microseconds per order of every process in RUN.
+per_order() {
+    [ -f "$OUT/$1.txt" ] || return 0
+    grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | sed 's/^.*load client/load-client/' |
+        tr ',' '\n' | awk -v run="$1" -v n="$2" '
+            NF == 2 && $1 != "other" && $1 != "bench-ceiling" { printf "%s%s %.0f", sep, $1, $2 * 1e6 / n; sep = ", " }
+            END { printf "  (%s)\n", run }'
+}
+{
+    echo "== CPU µs per order, by process (Kafka, then Redis Streams) =="
+    per_order purchase "$STOCK"
+    per_order purchase-streams "$STOCK"
+    per_order persist "$PERSIST_ORDERS"
+    per_order persist-streams "$PERSIST_ORDERS"
+} | tee "$OUT/transports.txt"
+
+# ------------------------------------------------------------------ 9. peak RSS
 if [ -n "${BENCH_ONLY:-}" ]; then
     log "BENCH_ONLY=$BENCH_ONLY: no summary. Results: $OUT"
     exit 0
