@@ -17,9 +17,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
-use redis::streams::StreamInfoGroupsReply;
+use redis::streams::{StreamInfoGroupsReply, StreamInfoStreamReply};
 
-use super::streams::StreamNames;
+use super::streams::{entry_id, StreamNames};
 use crate::redis_conn;
 use crate::settings::KafkaSettings;
 
@@ -89,12 +89,28 @@ impl CatchUp {
                         Err(e) if e.to_string().contains("no such key") => continue,
                         Err(e) => return Err(e.into()),
                     };
-                    let done = groups
-                        .groups
-                        .iter()
-                        .find(|g| &g.name == group)
-                        .is_some_and(|g| g.pending == 0 && g.lag == Some(0));
-                    if !done {
+                    let Some(ours) = groups.groups.iter().find(|g| &g.name == group) else {
+                        return Ok(false); // Not joined yet: nothing is known.
+                    };
+                    if ours.pending > 0 {
+                        return Ok(false);
+                    }
+                    let read_everything = match ours.lag {
+                        Some(lag) => lag == 0,
+                        // Redis cannot always count the lag (entries deleted
+                        // in the middle): compare with the newest id instead.
+                        None => {
+                            let mut info = redis::cmd("XINFO");
+                            info.arg("STREAM").arg(&key);
+                            let stream: StreamInfoStreamReply = redis_conn::within(
+                                Duration::from_secs(3),
+                                info.query_async(&mut redis),
+                            )
+                            .await?;
+                            entry_id(&ours.last_delivered_id) >= entry_id(&stream.last_generated_id)
+                        }
+                    };
+                    if !read_everything {
                         return Ok(false);
                     }
                 }

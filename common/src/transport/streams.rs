@@ -55,6 +55,12 @@ pub fn order_stream(sale: &SaleId) -> String {
     SaleKeys::new(sale).orders
 }
 
+/// An entry id `ms-seq` as a pair that orders like the ids do.
+pub fn entry_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// Which streams a consumer reads, asked again every
 /// `streams.discover_interval_ms`: a fixed one, or a sale's that appears.
 pub trait StreamNames: Send + Sync {
@@ -151,5 +157,17 @@ impl StreamsPublisher {
 
     pub async fn is_reachable(&self, timeout: Duration) -> bool {
         redis_conn::is_reachable(&self.redis, timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry_id;
+
+    #[test]
+    fn ids_order_by_time_then_sequence() {
+        assert!(entry_id("1700000000000-5") < entry_id("1700000000001-0"));
+        assert!(entry_id("1700000000000-5") > entry_id("1700000000000-4"));
+        assert_eq!(entry_id("0-0"), (0, 0));
     }
 }

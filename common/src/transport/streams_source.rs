@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::delivery::{Delivery, Position};
 use super::settings::StreamsSettings;
-use super::streams::{field, StreamNames};
+use super::streams::{entry_id, field, StreamNames};
 use crate::redis_conn;
 use crate::retry::Backoff;
 use crate::settings::RedisSettings;
@@ -344,7 +344,7 @@ impl StreamsSource {
                 } else {
                     group.last_delivered_id.clone()
                 };
-                let oldest = parse_id(&oldest);
+                let oldest = entry_id(&oldest);
                 floor = Some(floor.map_or(oldest, |f| f.min(oldest)));
             }
             if let Some((ms, seq)) = floor.filter(|f| *f > (0, 0)) {
@@ -394,23 +394,5 @@ fn bytes(value: Value) -> Option<Vec<u8>> {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
-    }
-}
-
-/// An entry id `ms-seq` as a pair that orders like the ids do.
-fn parse_id(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_id;
-
-    #[test]
-    fn ids_order_by_time_then_sequence() {
-        assert!(parse_id("1700000000000-5") < parse_id("1700000000001-0"));
-        assert!(parse_id("1700000000000-5") > parse_id("1700000000000-4"));
-        assert_eq!(parse_id("0-0"), (0, 0));
     }
 }
