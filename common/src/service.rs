@@ -148,7 +148,7 @@ impl Core {
                     source: Box::new(e),
                 }),
             Transport::RedisStreams => {
-                let names = names.unwrap_or_else(|| Arc::new(Fixed(vec![topic_stream(topic)])));
+                let names = names_or_topic(names, topic);
                 dependency(
                     &self.shutdown,
                     "cannot connect the stream consumer",
@@ -171,10 +171,11 @@ impl Core {
         names: Option<Arc<dyn StreamNames>>,
     ) -> Result<CatchUp, StartupError> {
         match &self.streams_redis {
-            Some(redis) => {
-                let names = names.unwrap_or_else(|| Arc::new(Fixed(vec![topic_stream(topic)])));
-                Ok(CatchUp::streams(redis.clone(), group, names))
-            }
+            Some(redis) => Ok(CatchUp::streams(
+                redis.clone(),
+                group,
+                names_or_topic(names, topic),
+            )),
             None => CatchUp::kafka(bus.kafka, group, topic).map_err(|e| StartupError::Dependency {
                 what: "cannot create the Kafka catch-up check",
                 source: Box::new(e),
@@ -335,6 +336,11 @@ impl Running {
         tracing::info!(service = self.name, all_finished, "stopped");
         served
     }
+}
+
+/// The streams a consumer of `topic` reads: `names`, or the topic's one.
+fn names_or_topic(names: Option<Arc<dyn StreamNames>>, topic: &str) -> Arc<dyn StreamNames> {
+    names.unwrap_or_else(|| Arc::new(Fixed(vec![topic_stream(topic)])))
 }
 
 /// One start-up step on a dependency (connect, migrate, create topics):

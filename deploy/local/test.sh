@@ -146,6 +146,8 @@ run_child cargo test --workspace --no-fail-fast "${cargo_args[@]}" \
     -- --test-threads="${SECKILL_TEST_THREADS:-2}" "${test_args[@]}" || status=$?
 
 # The second transport: the tests whose outcome depends on how events travel,
+# with --workspace as above (another package selection would resolve other
+# features and rebuild the dependencies),
 # by name (libtest filters; a test whose name contains one of these runs).
 # Not here: tests of one transport's own machinery (the broker stopped or
 # stalled, Kafka's produce windows, the orphan window Streams closes) and
@@ -171,7 +173,7 @@ STREAMS_TESTS=(
 if [ "${#cargo_args[@]}" -eq 0 ] && [ "${#test_args[@]}" -eq 0 ] &&
     [ "${SECKILL_TEST_TRANSPORT:-kafka}" = kafka ]; then
     log "again on Redis Streams: ${#STREAMS_TESTS[@]} transport-bound tests"
-    SECKILL_TEST_TRANSPORT=redis-streams run_child cargo test -p seckill-tests --no-fail-fast \
+    SECKILL_TEST_TRANSPORT=redis-streams run_child cargo test --workspace --no-fail-fast \
         "${STREAMS_BINARIES[@]}" -- --test-threads="${SECKILL_TEST_THREADS:-2}" \
         "${STREAMS_TESTS[@]}" || status=$?
 fi

@@ -162,12 +162,7 @@ async fn resolve(
 /// (504), and a background task settles it so that the buyer's
 /// `GET /api/v1/orders/{id}` reads `queued` or `failed`.
 pub async fn settle(state: &AppState, order: &Order<'_>) -> Result<(), ApiError> {
-    let held = Held {
-        sale: order.sale.clone(),
-        user: order.user.clone(),
-        id: order.id.clone(),
-        quantity: order.quantity,
-    };
+    let held = Held::of(order);
     match redis_conn::within(state.redis_timeout, held.settle(state.redis.clone())).await {
         Ok(true) => return Ok(()),
         Ok(false) => {
@@ -178,22 +173,40 @@ pub async fn settle(state: &AppState, order: &Order<'_>) -> Result<(), ApiError>
         Err(error) => tracing::warn!(%error, order_id = %order.id,
             "could not settle the purchase yet; settling in the background"),
     }
-    let (redis, timeout) = (state.redis.clone(), state.redis_timeout);
+    // If it never settles, the order stands exactly when its script ran
+    // (the order is then in the stream): `queued` until it is created.
+    in_background(
+        state,
+        held,
+        "settle the purchase",
+        |held, redis| async move { held.settle(redis).await },
+    );
+    Err(outcome_unknown(order.id))
+}
+
+/// Retries `call` on `held` in a background task that shutdown waits for:
+/// from 200 ms apart up to 5 s, 60 times, each within the Redis timeout.
+fn in_background<T, F, Fut>(state: &AppState, held: Held, what: &'static str, call: F)
+where
+    T: std::fmt::Debug + Send + 'static,
+    F: Fn(Held, ConnectionManager) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+{
     let later = Backoff {
         initial: Duration::from_millis(200),
         max: Duration::from_secs(5),
         attempts: 60,
     };
-    let id = order.id.clone();
+    let (redis, timeout) = (state.redis.clone(), state.redis_timeout);
     state.tasks.detach(async move {
-        let attempt = || redis_conn::within(timeout, held.settle(redis.clone()));
+        let attempt = || redis_conn::within(timeout, call(held.clone(), redis.clone()));
         match later.retry(attempt, |_| true).await {
-            Ok(queued) => tracing::info!(order_id = %held.id, queued, "purchase settled"),
-            Err(error) => tracing::error!(%error, order_id = %held.id,
-                "could not settle the purchase; reconciliation decides it"),
+            Ok(outcome) => {
+                tracing::info!(order_id = %held.id, ?outcome, "done in the background: {what}")
+            }
+            Err(error) => tracing::error!(%error, order_id = %held.id, "gave up: {what}"),
         }
     });
-    Err(outcome_unknown(&id))
 }
 
 /// A reservation to undo, owned so a background task can keep it.
@@ -206,6 +219,15 @@ struct Held {
 }
 
 impl Held {
+    fn of(order: &Order<'_>) -> Self {
+        Self {
+            sale: order.sale.clone(),
+            user: order.user.clone(),
+            id: order.id.clone(),
+            quantity: order.quantity,
+        }
+    }
+
     async fn void(&self, mut redis: ConnectionManager) -> redis::RedisResult<bool> {
         stock::void(&mut redis, &self.sale, &self.user, &self.id, self.quantity).await
     }
@@ -220,12 +242,7 @@ impl Held {
 /// may be the thing that is down); if it fails, a background task keeps
 /// trying with backoff for a while, and reconciliation returns what is left.
 pub async fn undo(state: &AppState, order: &Order<'_>) {
-    let held = Held {
-        sale: order.sale.clone(),
-        user: order.user.clone(),
-        id: order.id.clone(),
-        quantity: order.quantity,
-    };
+    let held = Held::of(order);
     match redis_conn::within(state.redis_timeout, held.void(state.redis.clone())).await {
         Ok(_) => {
             state.sold_out.clear(order.sale);
@@ -234,18 +251,11 @@ pub async fn undo(state: &AppState, order: &Order<'_>) {
         Err(error) => tracing::warn!(%error, order_id = %order.id,
             "could not undo the reservation yet; retrying in the background"),
     }
-    let later = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(5),
-        attempts: 60,
-    };
-    let (redis, timeout) = (state.redis.clone(), state.redis_timeout);
-    state.tasks.detach(async move {
-        let attempt = || redis_conn::within(timeout, held.void(redis.clone()));
-        match later.retry(attempt, |_| true).await {
-            Ok(_) => tracing::info!(order_id = %held.id, "reservation undone"),
-            Err(error) => tracing::error!(%error, order_id = %held.id,
-                "could not undo the reservation; reconciliation returns it"),
-        }
-    });
+    // What is left after the last attempt, reconciliation returns.
+    in_background(
+        state,
+        held,
+        "undo the reservation",
+        |held, redis| async move { held.void(redis).await },
+    );
 }

@@ -76,6 +76,23 @@ impl StreamNames for Fixed {
     }
 }
 
+/// The span of one append to a stream, a child of the current span: its
+/// context is what the entry carries (the consumers' spans continue it).
+pub fn publish_span(topic: &str, key: &str, envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "streams.publish",
+        otel.name = %format!("{topic} publish"),
+        otel.kind = "producer",
+        messaging.system = "redis",
+        messaging.operation = "publish",
+        messaging.destination.name = %topic,
+        messaging.redis.message.key = %key,
+        messaging.message.id = %envelope.event_id,
+        event.type = envelope.event.type_name(),
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
 #[derive(Clone)]
 pub struct StreamsPublisher {
     redis: ConnectionManager,
@@ -101,18 +118,7 @@ impl StreamsPublisher {
         envelope: &Envelope,
     ) -> redis::RedisResult<String> {
         let stream = topic_stream(topic);
-        let span = tracing::info_span!(
-            "streams.publish",
-            otel.name = %format!("{topic} publish"),
-            otel.kind = "producer",
-            messaging.system = "redis",
-            messaging.operation = "publish",
-            messaging.destination.name = %topic,
-            messaging.redis.message.key = %key,
-            messaging.message.id = %envelope.event_id,
-            event.type = envelope.event.type_name(),
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = publish_span(topic, key, envelope);
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&stream)
             .arg("*")

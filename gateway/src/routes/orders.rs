@@ -10,6 +10,7 @@ use seckill_common::http::{ApiError, ErrorBody};
 use seckill_common::kafka::trace_fields;
 use seckill_common::redis_conn;
 use seckill_common::stock::{self, SaleKeys};
+use seckill_common::transport::streams::publish_span;
 
 use crate::api::{Accepted, OrderState, OrderView};
 use crate::auth::AuthenticatedUser;
@@ -228,19 +229,9 @@ async fn reserve(
     // (the consumers' spans continue the trace from it).
     let entry = state.producer.is_none().then(|| {
         let envelope = crate::enqueue::order_requested(&held);
-        let topic = &state.topics.order_requested;
-        let publish = tracing::info_span!(
-            parent: &span,
-            "streams.publish",
-            otel.name = %format!("{topic} publish"),
-            otel.kind = "producer",
-            messaging.system = "redis",
-            messaging.operation = "publish",
-            messaging.destination.name = %topic,
-            messaging.redis.message.key = %order,
-            messaging.message.id = %envelope.event_id,
-            event.type = "OrderRequested",
-        );
+        let key = order.to_string();
+        let publish =
+            span.in_scope(|| publish_span(&state.topics.order_requested, &key, &envelope));
         (envelope.to_json(), trace_fields(&publish))
     });
     let script = async {
