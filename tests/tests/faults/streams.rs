@@ -176,6 +176,31 @@ async fn trimming_keeps_streams_bounded_and_never_drops_an_unacknowledged_entry(
     let orders = order_stream(&SaleId::parse(&sale).expect("sale id"));
     let reserved = topic_stream(&format!("{}inventory-events", stack.topic_prefix));
     let burst = Burst::start(&stack, &sale, "trim", 2_000, 500);
+    // The longest the sale's order stream gets while the burst runs: trimmed
+    // every 500 ms below what its consumer acknowledged, it never holds all
+    // the orders (736 of 2000 at most when measured; its consumer lags on
+    // two busy cores).
+    let longest = {
+        let (stack_redis, stream) = (stack.redis_url.clone(), orders.clone());
+        tokio::spawn(async move {
+            let mut con = redis::Client::open(stack_redis.as_str())
+                .expect("redis url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            let mut longest = 0i64;
+            for _ in 0..100 {
+                let len: i64 = redis::cmd("XLEN")
+                    .arg(&stream)
+                    .query_async(&mut con)
+                    .await
+                    .expect("xlen");
+                longest = longest.max(len);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            longest
+        })
+    };
 
     // order-service frozen for part of the burst: its stream fills with
     // entries nobody acknowledged, which trimming must keep.
@@ -195,6 +220,14 @@ async fn trimming_keeps_streams_bounded_and_never_drops_an_unacknowledged_entry(
     let seen = burst.finish().await;
     assert_eq!(seen.accepted.len(), 2_000, "{seen:?}");
     assert_invariants(&stack, &sale, &seen.accepted).await;
+    let longest = longest.await.expect("sampler");
+    eprintln!(
+        "longest order stream: {longest}; inventory-events kept while frozen: {unacknowledged}"
+    );
+    assert!(
+        longest < 1_500,
+        "the order stream held at most {longest} entries of 2000 orders"
+    );
     assert!(
         unacknowledged >= 300,
         "entries order-service had not acknowledged were kept: {unacknowledged}"
