@@ -171,17 +171,17 @@ impl Reconciler {
             self.metrics.fenced();
         }
         let mut missing = Vec::new();
-        for id in unfinished {
-            if self.is_present(&id).await? {
-                self.forget_missing(&id);
+        for id in &unfinished {
+            if self.is_present(id).await? {
+                self.forget_missing(id);
             } else {
-                missing.push(id);
+                missing.push(id.clone());
             }
         }
         if missing.is_empty() {
             // Every unfinished sale is there: say so, so that gateways tell
             // an unknown sale (404) from one being restored (503).
-            seckill_common::stock::mark_warm(&mut self.redis.clone()).await?;
+            self.mark_warm(&unfinished).await?;
             return Ok(());
         }
         let Some((_local, lock)) = self.exclusive(false).await? else {
@@ -199,7 +199,7 @@ impl Reconciler {
         if all_back {
             // Say so now rather than at the next check: until then an
             // unknown sale would still answer 503 instead of 404.
-            seckill_common::stock::mark_warm(&mut self.redis.clone()).await?;
+            self.mark_warm(&unfinished).await?;
         }
         let changes = sales.iter().map(SaleReport::changes).sum();
         if changes > 0 {
@@ -262,6 +262,28 @@ impl Reconciler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(id);
+    }
+
+    /// Sets the warm marker, then looks at every sale again and takes the
+    /// marker back if one is gone. Without the second look, a Redis emptied
+    /// between the presence checks and the marker (a flush, a restart
+    /// without data) would be marked warm while it holds no sale, and the
+    /// gateways would answer `sale_not_found` instead of "retry" until the
+    /// re-warm. The marker and the sales live in different hash slots, so
+    /// one script cannot do both on a cluster; the double look leaves only
+    /// the moment between the two.
+    async fn mark_warm(&self, unfinished: &[SaleId]) -> Result<(), RedisError> {
+        let mut con = self.redis.clone();
+        seckill_common::stock::mark_warm(&mut con).await?;
+        for id in unfinished {
+            if !self.is_present(id).await? {
+                redis::AsyncCommands::del::<_, i64>(&mut con, seckill_common::stock::WARM_MARKER)
+                    .await?;
+                tracing::warn!(sale_id = %id, "a sale vanished while Redis was being marked warm; not warm");
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     async fn is_present(&self, id: &SaleId) -> Result<bool, RedisError> {
