@@ -8,6 +8,9 @@
 //!   while the batch is delivered and not acknowledged.
 //! * `SECKILL_FAULT__ABORT_ON_USER=U`: the process aborts when a batch holds
 //!   an `OrderRequested` of user `U`: a poison message that kills its consumer.
+//! * `SECKILL_FAULT__MARK_WARM_DELAY_MS=N`: inventory-service waits N ms
+//!   between finding every sale in Redis and marking Redis warm, so a test
+//!   can empty Redis in between.
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -22,6 +25,24 @@ static BATCH_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
 
 static ABORT_ON_USER: LazyLock<Option<String>> =
     LazyLock::new(|| std::env::var("SECKILL_FAULT__ABORT_ON_USER").ok());
+
+static MARK_WARM_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
+    std::env::var("SECKILL_FAULT__MARK_WARM_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+});
+
+/// Before the warm marker is set, if enabled.
+pub async fn before_mark_warm() {
+    if let Some(delay) = *MARK_WARM_DELAY {
+        tracing::warn!(
+            ?delay,
+            "fault hook SECKILL_FAULT__MARK_WARM_DELAY_MS: holding the warm marker"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
 
 /// Runs the enabled hooks for a batch (its events) about to be handled.
 pub async fn before_batch<'a>(mut events: impl Iterator<Item = &'a Event>) {

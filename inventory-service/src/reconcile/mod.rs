@@ -273,6 +273,7 @@ impl Reconciler {
     /// one script cannot do both on a cluster; the double look leaves only
     /// the moment between the two.
     async fn mark_warm(&self, unfinished: &[SaleId]) -> Result<(), RedisError> {
+        seckill_common::fault::before_mark_warm().await;
         let mut con = self.redis.clone();
         seckill_common::stock::mark_warm(&mut con).await?;
         for id in unfinished {
