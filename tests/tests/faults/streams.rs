@@ -2,6 +2,8 @@
 //! entries, dead-letter an entry that keeps killing its consumer, trim what
 //! every group acknowledged, and share one stream among instances. These
 //! stacks run on Streams whatever the run's transport.
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::streams::{StreamInfoConsumersReply, StreamPendingReply};
@@ -12,7 +14,7 @@ use seckill_common::transport::streams::{order_stream, topic_stream};
 use seckill_common::transport::Transport;
 use seckill_tests::invariants::assert_invariants;
 use seckill_tests::scrape::metric_sum;
-use seckill_tests::{blocking, dead_letters, wait_until, Stack, StackOptions};
+use seckill_tests::{blocking, dead_letters, poll_until, wait_until, Stack, StackOptions};
 
 use super::Burst;
 
@@ -125,20 +127,19 @@ async fn an_entry_that_kills_its_consumer_is_dead_lettered_after_n_deliveries() 
 
     // Delivery 1 and its claim (2) kill the consumer; the third is over
     // max_deliveries and goes to the dead-letter stream instead.
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let mut restarts = 0;
-    while dead_letters::count(&stack) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no dead letter after {restarts} restarts\n{}",
-            stack.logs()
-        );
-        if !stack.inventory.is_running() {
+    let lettered = poll_until(Duration::from_secs(90), Duration::from_millis(100), || {
+        let done = dead_letters::count(&stack) > 0;
+        if !done && !stack.inventory.is_running() {
             stack.inventory.kill(); // reaps the aborted process
             stack.inventory.start();
             restarts += 1;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::future::ready(if done { Ok(()) } else { Err(restarts) })
+    })
+    .await;
+    if let Err(restarts) = lettered {
+        panic!("no dead letter after {restarts} restarts\n{}", stack.logs());
     }
     assert_eq!(restarts, 2, "the consumer died once per delivery before it");
     let letters = dead_letters::read(&stack, 1).await;
@@ -180,25 +181,26 @@ async fn trimming_keeps_streams_bounded_and_never_drops_an_unacknowledged_entry(
     // every 500 ms below what its consumer acknowledged, it never holds all
     // the orders (736 of 2000 at most when measured; its consumer lags on
     // two busy cores).
-    let longest = {
-        let (stack_redis, stream) = (stack.redis_url.clone(), orders.clone());
+    let longest = Arc::new(AtomicI64::new(0));
+    let sampler = {
+        let (con, stream) = (stack.redis().await, orders.clone());
+        let (finished, longest) = (burst.finished.clone(), longest.clone());
         tokio::spawn(async move {
-            let mut con = redis::Client::open(stack_redis.as_str())
-                .expect("redis url")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis");
-            let mut longest = 0i64;
-            for _ in 0..100 {
-                let len: i64 = redis::cmd("XLEN")
-                    .arg(&stream)
-                    .query_async(&mut con)
-                    .await
-                    .expect("xlen");
-                longest = longest.max(len);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            longest
+            // Until the burst has finished (bounded by the poll's deadline).
+            poll_until(Duration::from_secs(120), Duration::from_millis(50), || {
+                let (mut con, stream, longest) = (con.clone(), stream.clone(), longest.clone());
+                let done = finished.load(Ordering::SeqCst);
+                async move {
+                    let len: i64 = redis::cmd("XLEN")
+                        .arg(&stream)
+                        .query_async(&mut con)
+                        .await
+                        .expect("xlen");
+                    longest.fetch_max(len, Ordering::SeqCst);
+                    done.then_some(()).ok_or(())
+                }
+            })
+            .await
         })
     };
 
@@ -220,7 +222,11 @@ async fn trimming_keeps_streams_bounded_and_never_drops_an_unacknowledged_entry(
     let seen = burst.finish().await;
     assert_eq!(seen.accepted.len(), 2_000, "{seen:?}");
     assert_invariants(&stack, &sale, &seen.accepted).await;
-    let longest = longest.await.expect("sampler");
+    sampler
+        .await
+        .expect("sampler")
+        .expect("the burst finished within the sampler's deadline");
+    let longest = longest.load(Ordering::SeqCst);
     eprintln!(
         "longest order stream: {longest}; inventory-events kept while frozen: {unacknowledged}"
     );
