@@ -98,10 +98,6 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
             let Some(raw) = self.source.next_batch(max, linger, &shutdown).await else {
                 break;
             };
-            let done: Vec<(String, Position)> = raw
-                .iter()
-                .map(|d| (d.topic.clone(), d.position.clone()))
-                .collect();
             let mut batch = Vec::with_capacity(raw.len());
             for delivery in &raw {
                 let decoded = match &delivery.poison {
@@ -126,7 +122,7 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
                 }
                 self.observer.processed(&batch[0].topic, batch.len());
             }
-            self.source.ack(&done).await;
+            self.source.ack(&raw).await;
         }
         self.source.close().await;
     }

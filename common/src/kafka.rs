@@ -3,12 +3,12 @@
 //! W3C trace context in message headers.
 use std::time::Duration;
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Injector;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
@@ -282,27 +282,6 @@ pub fn inject_trace_context(span: &tracing::Span, headers: OwnedHeaders) -> Owne
     injector.0.unwrap_or_default()
 }
 
-/// Reads a W3C trace context from Kafka headers (an empty context if absent).
-pub fn extract_trace_context(headers: Option<&BorrowedHeaders>) -> opentelemetry::Context {
-    struct HeaderExtractor<'a>(Option<&'a BorrowedHeaders>);
-    impl Extractor for HeaderExtractor<'_> {
-        fn get(&self, key: &str) -> Option<&str> {
-            let headers = self.0?;
-            headers
-                .iter()
-                .find(|h| h.key == key)
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-        }
-        fn keys(&self) -> Vec<&str> {
-            self.0
-                .map(|h| h.iter().map(|h| h.key).collect())
-                .unwrap_or_default()
-        }
-    }
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
-}
-
 /// The span's W3C trace context as fields (`traceparent`, `tracestate`):
 /// what a Redis Streams entry carries beside its payload.
 pub fn trace_fields(span: &tracing::Span) -> std::collections::HashMap<String, String> {
@@ -324,10 +303,7 @@ pub fn context_from_fields(
 /// continue the trace with [`context_from_traceparent`]. `None` when the
 /// span has no valid context (telemetry not initialised).
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    let mut fields = std::collections::HashMap::new();
-    let cx = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
-    fields.remove("traceparent")
+    trace_fields(span).remove("traceparent")
 }
 
 /// The context a stored `traceparent` names: make it the parent of the span
@@ -342,9 +318,10 @@ pub fn set_parent(span: &tracing::Span, cx: opentelemetry::Context) {
 }
 
 pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
-    let fields =
-        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&fields))
+    context_from_fields(&std::collections::HashMap::from([(
+        "traceparent".to_owned(),
+        traceparent.to_owned(),
+    )]))
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The Redis Streams mode: the purchase script appends the order itself.
+    pub fn script_enqueues(&self) -> bool {
+        self.producer.is_none()
+    }
+
     /// One Redis call made while serving a request: bounded by
     /// `redis_timeout`, and refused at once while the Redis breaker is open.
     pub async fn redis_call<T>(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
@@ -52,7 +52,7 @@ impl KafkaSource {
         let first = loop {
             let received = tokio::select! {
                 _ = shutdown.wait() => return None,
-                m = self.consumer.recv() => m.map(|m| m.detach()),
+                m = self.consumer.recv() => m.map(|m| delivery(&m)),
             };
             match received {
                 Ok(m) => {
@@ -66,11 +66,11 @@ impl KafkaSource {
                 }
             }
         };
-        let mut batch = vec![delivery(first)];
+        let mut batch = vec![first];
         let deadline = Instant::now() + linger;
         while batch.len() < max {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(delivery(m.detach())),
+                Ok(Ok(m)) => batch.push(delivery(&m)),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "kafka receive failed");
                     break;
@@ -82,12 +82,12 @@ impl KafkaSource {
     }
 
     /// Stores the next offset of every partition in `done`.
-    pub fn ack(&self, done: &[(String, Position)]) {
+    pub fn ack(&self, done: &[Delivery]) {
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for (topic, position) in done {
-            if let Position::Kafka { partition, offset } = position {
+        for delivery in done {
+            if let Position::Kafka { partition, offset } = &delivery.position {
                 let e = next
-                    .entry((topic.as_str(), *partition))
+                    .entry((delivery.topic.as_str(), *partition))
                     .or_insert(offset + 1);
                 *e = (*e).max(offset + 1);
             }
@@ -115,7 +115,8 @@ impl KafkaSource {
     }
 }
 
-fn delivery(message: OwnedMessage) -> Delivery {
+/// Copies what the loop needs out of librdkafka's buffer, once.
+fn delivery(message: &BorrowedMessage<'_>) -> Delivery {
     let trace = message
         .headers()
         .map(|headers| {

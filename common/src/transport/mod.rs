@@ -50,7 +50,7 @@ impl Source {
     }
 
     /// Never delivered again: handled, or dead-lettered.
-    pub async fn ack(&mut self, done: &[(String, Position)]) {
+    pub async fn ack(&mut self, done: &[Delivery]) {
         match self {
             Source::Kafka(s) => s.ack(done),
             Source::Streams(s) => s.ack(done).await,

@@ -89,11 +89,6 @@ impl StreamsSource {
         self.backlog = Some(Box::new(sink));
     }
 
-    /// This consumer's name in its group.
-    pub fn consumer_name(&self) -> &str {
-        &self.consumer
-    }
-
     /// Entries taken over from dead consumers first, then new ones: waits
     /// for a first entry (returns `None` on shutdown), then takes what else
     /// arrives within `linger`, up to `max`.
@@ -165,10 +160,10 @@ impl StreamsSource {
     }
 
     /// Acknowledges handled (or dead-lettered) entries.
-    pub async fn ack(&mut self, done: &[(String, Position)]) {
+    pub async fn ack(&mut self, done: &[Delivery]) {
         let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (_, position) in done {
-            if let Position::Stream { key, id } = position {
+        for delivery in done {
+            if let Position::Stream { key, id } = &delivery.position {
                 by_stream.entry(key.as_str()).or_default().push(id.as_str());
             }
         }

@@ -227,7 +227,7 @@ async fn reserve(
     };
     // Streams mode: the script appends the order, with this span's context
     // (the consumers' spans continue the trace from it).
-    let entry = state.producer.is_none().then(|| {
+    let entry = state.script_enqueues().then(|| {
         let envelope = crate::enqueue::order_requested(&held);
         let key = order.to_string();
         let publish =
@@ -266,7 +266,7 @@ async fn reserve(
         Err(error) => {
             span.record("outcome", "unknown");
             state.metrics.outcome("unknown");
-            if state.producer.is_none() {
+            if state.script_enqueues() {
                 tracing::warn!(%error, order_id = %order, "the purchase script's answer was lost; settling it");
                 crate::enqueue::settle(state, &held).await?;
                 // Queued after all. `remaining` is unknown: not sold out.
