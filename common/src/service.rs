@@ -19,7 +19,7 @@ use sea_orm::DatabaseConnection;
 use crate::http::{self, HEALTH_PATH, READY_PATH};
 use crate::internal_auth::{self, InternalToken};
 use crate::kafka::EventProducer;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{consumer_stats, HttpMetrics, StatsRegistry};
 use crate::retry::Backoff;
 use crate::settings::{DatabaseSettings, HttpSettings};
 use crate::shutdown::Shutdown;
@@ -218,7 +218,9 @@ impl Core {
     /// Serves an internal service: only the gateway (holding the internal
     /// token) reaches its routes, every request has a root span and is
     /// counted, `/metrics` is here unless served apart, errors have the JSON
-    /// shape, and the probes check `probes`. `state` and `routes` are the
+    /// shape, the probes check `probes`, and `/internal/consumer` answers
+    /// this process's consumer backlog and dead letters (the operators'
+    /// console). `state` and `routes` are the
     /// service's own.
     pub fn serve_internal<T: Send + Sync + 'static>(
         &self,
@@ -233,6 +235,7 @@ impl Core {
         let probes = web::Data::new(probes);
         let metrics = HttpMetrics::new(&self.registry)?;
         let here = self.metrics_here(settings)?;
+        let stats = web::Data::new(StatsRegistry(self.registry.clone()));
         self.serve(settings, move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(internal_auth::require))
@@ -242,10 +245,12 @@ impl Core {
                 .app_data(token.clone())
                 .app_data(probes.clone())
                 .app_data(state.clone())
+                .app_data(stats.clone())
                 .app_data(http::json_config(max_body_bytes))
                 .app_data(http::path_config())
                 .app_data(http::query_config())
                 .configure(health_routes)
+                .route("/internal/consumer", web::get().to(consumer_stats))
                 .configure(routes)
                 .default_service(web::to(http::not_found))
         })

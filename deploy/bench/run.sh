@@ -25,7 +25,7 @@
 #   BENCH_BROKER_STORAGE memory  the broker's storage: memory, or sqlite (durable, as run.sh;
 #                               its SQL engine then dominates the machine: docs/benchmarks.md)
 #   BENCH_ONLY          unset   run only these measurements (comma-separated: http-ceiling,
-#                               redis, purchase, sold-out, persist, read, flood,
+#                               redis, purchase, sold-out, persist, read, flood, storefront,
 #                               purchase-streams, persist-streams); the summary then is skipped
 #
 # Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
@@ -342,6 +342,31 @@ if wanted flood; then
     FLOOD_QUERIES=$(($(inventory_selects) - selects_before))
     echo "== made-up-id flood: $FLOOD_QUERIES database queries in inventory-service ==" |
         tee -a "$OUT/flood.txt"
+fi
+
+# ------------------------------------------------------------------ 7b. storefront
+# What the crowd loading the storefront costs the gateway, beside /healthz
+# (the cheapest route that runs the whole middleware stack): the page, and
+# its largest script by its content-hashed name.
+gateway_us() {
+    grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | tr ',' '\n' |
+        awk -v n="$REQUESTS" '$1 == "gateway" { printf "%.1f", $2 * 1e6 / n }'
+}
+if wanted storefront; then
+    asset="$(curl -sf "$GATEWAY/" | grep -o '/assets/storefront\.[0-9a-f]*\.js' | head -n 1)"
+    [ -n "$asset" ] || die "the storefront page names no storefront script"
+    measure healthz "$BIN/bench" http --name "/healthz" --url "$GATEWAY/healthz" \
+        --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/healthz"
+    measure storefront-page "$BIN/bench" http --name "storefront page" --url "$GATEWAY/" \
+        --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/storefront-page"
+    measure storefront-asset "$BIN/bench" http --name "storefront script" --url "$GATEWAY$asset" \
+        --requests "$REQUESTS" "${LOAD[@]}" --out "$OUT/storefront-asset"
+    {
+        echo "== storefront beside /healthz: gateway CPU µs per request =="
+        h="$(gateway_us healthz)" p="$(gateway_us storefront-page)" a="$(gateway_us storefront-asset)"
+        echo "healthz $h, storefront page $p, storefront script $a ($asset)"
+        awk -v h="$h" -v p="$p" -v a="$a" 'BEGIN { printf "ratios: page/healthz %.2f, script/healthz %.2f\n", p / h, a / h }'
+    } | tee "$OUT/storefront.txt"
 fi
 
 # ------------------------------------------------------------------ 8. Redis Streams

@@ -87,6 +87,20 @@ ensure_api_tools() {
     export SECKILL_SCHEMATHESIS_BIN
 }
 
+# Debian's Chromium and the browser tests' npm packages (playwright-core,
+# axe-core, uplot; pinned in tests/browser/package-lock.json), for
+# tests/tests/browser.rs. npm ci runs again whenever the lock file changes.
+ensure_browser() {
+    command -v chromium >/dev/null 2>&1 || { log "installing chromium"; apt_install chromium fonts-dejavu-core; }
+    command -v node >/dev/null 2>&1 || { log "installing node.js"; apt_install nodejs npm; }
+    local suite="$REPO/tests/browser"
+    if ! cmp -s "$suite/package-lock.json" "$suite/node_modules/.package-lock.json.ci" 2>/dev/null; then
+        log "npm ci in tests/browser"
+        (cd "$suite" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$suite/package-lock.json" "$suite/node_modules/.package-lock.json.ci"
+    fi
+}
+
 # ---------------------------------------------------------------- processes
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }

@@ -101,7 +101,11 @@ start_service() {
 
 start_service inventory-service 8081 SECKILL_DATABASE__URL="$DB_BASE/seckill_inventory"
 start_service order-service 8082 SECKILL_DATABASE__URL="$DB_BASE/seckill_orders"
-start_service gateway 8080 SECKILL_INVENTORY_URL=http://127.0.0.1:8081 SECKILL_ORDER_URL=http://127.0.0.1:8082
+# A development machine: the storefront's development sign-in is on (a token
+# for any user name; README, "Storefront and console"). SECKILL_DEV_SIGN_IN=false
+# turns it off.
+start_service gateway 8080 SECKILL_INVENTORY_URL=http://127.0.0.1:8081 SECKILL_ORDER_URL=http://127.0.0.1:8082 \
+    SECKILL_DEV_MODE=true SECKILL_DEV_SIGN_IN="${SECKILL_DEV_SIGN_IN:-true}"
 
 for svc in inventory-service:8081 order-service:8082 gateway:8080; do
     name="${svc%%:*}" port="${svc##*:}"
@@ -190,5 +194,17 @@ fi
 cat <<EOF
 Logs and pidfiles: .seckill/
 Stop it with: deploy/local/stop.sh
+EOF
+# A sale that opens in two minutes, for the storefront's countdown.
+upcoming_start="$(date -u -d '+2 minutes' +%Y-%m-%dT%H:%M:%SZ)"
+curl -sS --max-time 10 -o /dev/null -X POST "http://127.0.0.1:8080/api/v1/admin/sales" \
+    -H "Authorization: Bearer $SECKILL_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    --data "{\"name\":\"Storefront demo\",\"stock\":10,\"unit_price_cents\":1999,\"starts_at\":\"$upcoming_start\",\"ends_at\":\"$ends_at\"}" ||
+    log "the storefront's demo sale was not created"
+cat <<EOF
+
+Open in a browser:
+  storefront         http://127.0.0.1:8080/          (sign in with any user name: development sign-in)
+  console            http://127.0.0.1:8080/console   (admin token: SECKILL_ADMIN_TOKEN in .seckill/env)
 EOF
 [ "$persisted" = "$sold" ] || exit 1

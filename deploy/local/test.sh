@@ -50,6 +50,7 @@ done
 
 ensure_deps
 ensure_api_tools
+ensure_browser
 
 # Manifests and Dockerfiles first: seconds, and independent of the servers.
 # SECKILL_SKIP_MANIFESTS=1 skips them for a quick local loop (never in CI).

@@ -150,3 +150,63 @@ pub struct PurchaseToken {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(value_type = Object)]
 pub struct ReconcileReport(pub serde_json::Value);
+
+/// The server's clock, for countdowns that do not trust the browser's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerTime {
+    /// Milliseconds since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// A live sale as the operators' console shows it (`GET
+/// /api/v1/admin/sales/{id}/live`). `gateway` holds the counters of the
+/// gateway that answered; the console turns their differences into rates.
+/// The other parts are `null` when their service did not answer in time.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LiveSale {
+    /// When this snapshot was taken, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub sale: SaleView,
+    pub gateway: GatewayCounts,
+    /// The sale's orders by state, from order-service.
+    pub orders_by_state: Option<std::collections::BTreeMap<String, i64>>,
+    pub inventory_consumer: Option<ConsumerView>,
+    pub order_consumer: Option<ConsumerView>,
+}
+
+/// One gateway's purchase answers since it started, all sales together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct GatewayCounts {
+    /// The answering gateway (its pod name in Kubernetes).
+    pub instance: String,
+    /// 202s.
+    pub accepted: u64,
+    /// 410 `sold_out`.
+    pub sold_out: u64,
+    /// Every other answer to a purchase (rate limited, duplicate, ...).
+    pub rejected: u64,
+    pub latency: LatencyHistogram,
+}
+
+/// The purchases' latency histogram: cumulative counts by upper bound.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct LatencyHistogram {
+    pub buckets: Vec<LatencyBucket>,
+    /// Every purchase answered, the slowest included.
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LatencyBucket {
+    pub le_ms: f64,
+    pub count: u64,
+}
+
+/// A consumer process's backlog and dead letters (its `/internal/consumer`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerView {
+    pub lag: i64,
+    pub pending: i64,
+    pub processed: u64,
+    pub dead_lettered: u64,
+}

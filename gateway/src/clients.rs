@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use seckill_common::domain::{OrderId, SaleId, UserId};
 
-use crate::api::{OrderList, OrderView, ReconcileReport, SaleRecord};
+use crate::api::{ConsumerView, OrderList, OrderView, ReconcileReport, SaleRecord};
 use crate::breaker::Breaker;
 use crate::upstream::{Target, Upstream, UpstreamError};
 
@@ -144,6 +144,43 @@ impl OrderClient {
         let url = self.target.url(&format!("/internal/orders/{id}/cancel"));
         self.upstream
             .call(&self.target, Method::POST, &url, Some(body))
+            .await
+    }
+}
+
+/// Both internal services answer `GET /internal/consumer` (see
+/// `seckill_common::metrics::ConsumerStats`).
+async fn consumer_of(
+    upstream: &Upstream,
+    target: &Target,
+) -> Result<Option<ConsumerView>, UpstreamError> {
+    let url = target.url("/internal/consumer");
+    upstream
+        .call::<(), _>(target, Method::GET, &url, None)
+        .await
+}
+
+impl InventoryClient {
+    pub async fn consumer(&self) -> Result<Option<ConsumerView>, UpstreamError> {
+        consumer_of(&self.upstream, &self.target).await
+    }
+}
+
+impl OrderClient {
+    pub async fn consumer(&self) -> Result<Option<ConsumerView>, UpstreamError> {
+        consumer_of(&self.upstream, &self.target).await
+    }
+
+    /// The sale's orders by state.
+    pub async fn order_counts(
+        &self,
+        sale: &SaleId,
+    ) -> Result<Option<std::collections::BTreeMap<String, i64>>, UpstreamError> {
+        let url = self
+            .target
+            .url(&format!("/internal/sales/{sale}/order-counts"));
+        self.upstream
+            .call::<(), _>(&self.target, Method::GET, &url, None)
             .await
     }
 }

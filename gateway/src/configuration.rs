@@ -82,6 +82,10 @@ pub struct Settings {
     /// `jwt_secret` and `admin_token`). Off unless set: a deployment that
     /// forgot its secrets fails to start instead of running on public ones.
     pub dev_mode: bool,
+    /// `POST /api/v1/dev/sign-in`: a user token for any name, no password,
+    /// for the storefront on a development machine. Only with `dev_mode`;
+    /// in production the shop's identity provider issues the tokens.
+    pub dev_sign_in: bool,
     /// The read path's cache (`crate::catalog`).
     pub read_cache: ReadCacheSettings,
     /// The circuit breakers on Redis, inventory-service and order-service.
@@ -216,6 +220,7 @@ impl Default for Settings {
             purchase_token_lead_secs: 60,
             unknown_outcome_resolve: Duration::from_millis(10_000),
             dev_mode: false,
+            dev_sign_in: false,
             read_cache: ReadCacheSettings::default(),
             breaker: BreakerSettings::default(),
         }
@@ -285,6 +290,12 @@ impl Settings {
         settings::require_secret("internal_token", &self.internal_token)?;
         let published = self.jwt_secret.expose() == DEV_JWT_SECRET
             || self.admin_token.expose() == DEV_ADMIN_TOKEN;
+        if self.dev_sign_in && !self.dev_mode {
+            return Err(invalid(
+                "dev_sign_in hands a token to anyone who asks: it needs SECKILL_DEV_MODE=true, \
+                 which is for development machines only",
+            ));
+        }
         if published && !self.dev_mode {
             return Err(invalid(
                 "jwt_secret and admin_token must be set: the development defaults are \
@@ -322,6 +333,20 @@ mod tests {
             ..with_internal()
         };
         assert!(dev.check_secrets().is_ok());
+        let sign_in = Settings {
+            dev_sign_in: true,
+            ..with_internal()
+        };
+        let refused = sign_in
+            .check_secrets()
+            .expect_err("dev_sign_in without dev_mode");
+        assert!(refused.to_string().contains("dev_sign_in"), "{refused}");
+        assert!(Settings {
+            dev_mode: true,
+            ..sign_in
+        }
+        .check_secrets()
+        .is_ok());
         let real = Settings {
             jwt_secret: Secret::from("a-real-secret-of-some-length"),
             admin_token: Secret::from("a-real-admin-token-of-length"),

@@ -15,6 +15,9 @@
 //! Only the memory of [`crate::sold_out`] is consulted; a sale not known to
 //! be sold out takes the full path, where Redis decides.
 //!
+//! The storefront's and the console's files ([`crate::storefront`]) are
+//! answered here too: public, in memory, and asked for by the whole crowd.
+//!
 //! Reads of a sale this gateway holds fresh in its read cache
 //! ([`crate::catalog`]), and of an id it knows to be no sale, are answered
 //! here too, for the same reasons: the crowd refreshing a sale page (or a
@@ -70,6 +73,12 @@ pub async fn answer_from_memory(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let page = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.storefront.answer(&req));
+    if let Some(page) = page {
+        return Ok(req.into_response(page).map_into_right_body());
+    }
     if let Some((state, cached)) = cached_read(&req).await {
         let started = Instant::now();
         let answers = &state.cached_reads;

@@ -4,7 +4,8 @@
 //! decided in Redis by one Lua script ([`purchase`]), and enqueued to Kafka
 //! before the client hears 202. Everything after that is asynchronous. Once
 //! a sale is known to be sold out, [`front_door`] answers its purchases
-//! before any of that runs.
+//! before any of that runs, and so are the storefront's and the console's
+//! files ([`storefront`]).
 pub mod api;
 pub mod auth;
 pub mod breaker;
@@ -16,6 +17,7 @@ pub mod enqueue;
 pub mod fault;
 pub mod front_door;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod purchase;
 pub mod purchase_token;
@@ -23,6 +25,7 @@ pub mod routes;
 pub mod sold_out;
 pub mod startup;
 pub mod state;
+pub mod storefront;
 pub mod upstream;
 pub mod worker_redis;
 

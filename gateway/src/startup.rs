@@ -19,10 +19,12 @@ use crate::catalog::{CachedReads, Catalog, CatalogMetrics};
 use crate::clients::{InventoryClient, OrderClient};
 use crate::configuration::Settings;
 use crate::limits::{Admission, Limits};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::purchase_token::PurchaseTokens;
 use crate::sold_out::{SoldOutAnswer, SoldOutCache};
 use crate::state::AppState;
+use crate::storefront::Storefront;
 use crate::upstream::Upstream;
 
 pub struct Application(Running);
@@ -102,7 +104,9 @@ impl Application {
             unknown_outcome_resolve: settings.unknown_outcome_resolve,
             request_timeout,
             max_body_bytes: settings.max_body_bytes,
+            storefront: Storefront::new(&http_metrics)?,
         });
+        let live = web::Data::new(Live::new(core.registry.clone()));
         let jwt = web::Data::new(JwtKeys::new(
             &settings.jwt_secret,
             settings.jwt_leeway_secs,
@@ -111,6 +115,7 @@ impl Application {
 
         let metrics_here = core.metrics_here(&settings.http)?;
         let max_body = settings.max_body_bytes;
+        let dev_sign_in = settings.dev_sign_in;
         let server = core.serve(&settings.http, move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::limits::admit))
@@ -126,10 +131,11 @@ impl Application {
                 .app_data(probes.clone())
                 .app_data(jwt.clone())
                 .app_data(admin.clone())
+                .app_data(live.clone())
                 .app_data(json_config(max_body))
                 .app_data(path_config())
                 .app_data(query_config())
-                .configure(crate::routes::configure)
+                .configure(|cfg| crate::routes::configure(cfg, dev_sign_in))
                 .configure(metrics::endpoint_if(metrics_here.as_ref()))
                 .default_service(web::to(not_found))
         })?;

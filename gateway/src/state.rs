@@ -15,6 +15,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::purchase_token::PurchaseTokens;
 use crate::sold_out::{SoldOutAnswer, SoldOutCache};
+use crate::storefront::Storefront;
 
 pub struct AppState {
     /// Shared by every worker; the purchase script uses `worker_redis`.
@@ -51,6 +52,8 @@ pub struct AppState {
     /// The whole-request deadline (also bounds the front door's body read).
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The storefront's and the console's files, answered at the front door.
+    pub storefront: Storefront,
 }
 
 impl AppState {

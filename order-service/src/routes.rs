@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+};
 use serde::Deserialize;
 
-use seckill_common::domain::{IdempotencyKey, OrderId, UserId};
+use seckill_common::domain::{IdempotencyKey, OrderId, SaleId, UserId};
 use seckill_common::http::ApiError;
 
 use crate::lifecycle::{Answer, Lifecycle};
@@ -28,7 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/orders", web::get().to(list_orders))
         .route("/internal/orders/{order_id}", web::get().to(get_order))
         .route("/internal/orders/{order_id}/pay", web::post().to(pay))
-        .route("/internal/orders/{order_id}/cancel", web::post().to(cancel));
+        .route("/internal/orders/{order_id}/cancel", web::post().to(cancel))
+        .route(
+            "/internal/sales/{sale_id}/order-counts",
+            web::get().to(order_counts),
+        );
 }
 
 #[derive(Deserialize)]
@@ -108,6 +114,38 @@ async fn list_orders(
         .map_err(lookup_error)?;
     let orders: Vec<OrderView> = listed.into_iter().map(OrderView::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "orders": orders })))
+}
+
+#[derive(FromQueryResult)]
+struct StatusCount {
+    status: String,
+    orders: i64,
+}
+
+/// `GET /internal/sales/{sale_id}/order-counts`: the sale's orders by
+/// status, `{"created": n, "paid": n, ...}`, for the operators' console.
+/// Answered from the `(sale_id, status)` index.
+async fn order_counts(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let sale = SaleId::parse(&path.into_inner())
+        .map_err(|_| ApiError::not_found("sale_not_found", "no such sale"))?;
+    let counting = order::Entity::find()
+        .select_only()
+        .column(order::Column::Status)
+        .column_as(order::Column::OrderId.count(), "orders")
+        .filter(order::Column::SaleId.eq(sale.as_str()))
+        .group_by(order::Column::Status)
+        .into_model::<StatusCount>()
+        .all(&state.db);
+    let counts = tokio::time::timeout(state.db_timeout, counting)
+        .await
+        .map_err(|_| ApiError::unavailable("order store timed out"))?
+        .map_err(lookup_error)?;
+    let by_status: std::collections::BTreeMap<String, i64> =
+        counts.into_iter().map(|c| (c.status, c.orders)).collect();
+    Ok(HttpResponse::Ok().json(by_status))
 }
 
 /// A malformed id cannot name an order, so it is "not found" rather than a

@@ -287,10 +287,11 @@ fn check(m: &Manifests, external_secrets: &BTreeMap<String, BTreeSet<String>>) -
             }
             // The published development secrets are for development only.
             let prod = m.origin.contains("prod");
-            if prod && literal(&env, "SECKILL_DEV_MODE").is_some_and(|v| v == "true") {
-                p.push(format!(
-                    "{ctx}: SECKILL_DEV_MODE=true in a production overlay"
-                ));
+            // So is the development sign-in: a token for anyone who asks.
+            for dev_only in ["SECKILL_DEV_MODE", "SECKILL_DEV_SIGN_IN"] {
+                if prod && literal(&env, dev_only).is_some_and(|v| v == "true") {
+                    p.push(format!("{ctx}: {dev_only}=true in a production overlay"));
+                }
             }
             // Trusting a whole private range lets any client there forge
             // X-Forwarded-For: trust only the ingress controller's addresses.
@@ -573,10 +574,18 @@ fn drift_between_manifests_and_code_is_caught() {
     let container = &mut gateway["spec"]["template"]["spec"]["containers"][0];
     let env = container["env"].as_sequence_mut().expect("gateway env");
     env.push(serde_norway::from_str("{name: SECKILL_NOT_A_SETTING, value: x}").expect("yaml"));
+    env.push(serde_norway::from_str("{name: SECKILL_DEV_SIGN_IN, value: 'true'}").expect("yaml"));
     env.push(serde_norway::from_str("{name: SECKILL_ADMIN_TOKEN, valueFrom: {secretKeyRef: {name: seckill-secrets, key: typo}}}").expect("yaml"));
     container["readinessProbe"]["httpGet"]["path"] = Value::from("/ready");
     container["ports"][0]["containerPort"] = Value::from(9191);
 
+    let mut prod = base.clone();
+    prod.origin = "overlay prod".into();
+    let in_prod = check(&prod, &BTreeMap::new()).join("\n");
+    assert!(
+        in_prod.contains("SECKILL_DEV_SIGN_IN=true in a production overlay"),
+        "the development sign-in in production is not caught:\n{in_prod}"
+    );
     let problems = check(&base, &BTreeMap::new()).join("\n");
     for expected in [
         "SECKILL_NOT_A_SETTING is not a setting",

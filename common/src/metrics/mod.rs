@@ -14,6 +14,7 @@
 //! `prometheus-client` adds is exemplars (a trace id on a histogram bucket);
 //! the trace id is in every log line and every span instead (README).
 mod consumer;
+mod consumer_stats;
 mod db;
 mod exposition;
 mod http;
@@ -21,6 +22,7 @@ mod http;
 pub use prometheus::Registry;
 
 pub use self::consumer::ConsumerMetrics;
+pub use self::consumer_stats::{consumer_stats, ConsumerStats, StatsRegistry};
 pub use self::db::DbMetrics;
 pub use self::exposition::{endpoint, endpoint_if, registry, serve_apart};
 pub use self::http::{HttpMetrics, RouteMetrics};

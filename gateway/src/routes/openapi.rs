@@ -13,8 +13,9 @@ use seckill_common::http::{ErrorBody, ErrorDetail};
 use seckill_common::sale_terms::SaleTermsRequest;
 
 use crate::api::{
-    Accepted, OrderList, OrderState, OrderView, PurchaseToken, ReconcileReport, SaleRecord,
-    SaleStatus, SaleView,
+    Accepted, ConsumerView, GatewayCounts, LatencyBucket, LatencyHistogram, LiveSale, OrderList,
+    OrderState, OrderView, PurchaseToken, ReconcileReport, SaleRecord, SaleStatus, SaleView,
+    ServerTime,
 };
 
 #[derive(OpenApi)]
@@ -34,11 +35,14 @@ use crate::api::{
         super::lifecycle::my_orders,
         super::admin::create_sale,
         super::admin::reconcile,
+        super::storefront::server_time,
+        super::console::live_sale,
     ),
     components(schemas(
         SaleView, SaleStatus, SaleRecord, OrderView, OrderState, OrderList, Accepted,
         PurchaseToken, ReconcileReport, SaleTermsRequest, ErrorBody, ErrorDetail,
-        super::orders::PurchaseBody, crate::catalog::Page
+        super::orders::PurchaseBody, crate::catalog::Page, ServerTime, LiveSale, GatewayCounts,
+        LatencyHistogram, LatencyBucket, ConsumerView
     )),
     modifiers(&BearerAuth),
     tags(

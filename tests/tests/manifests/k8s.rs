@@ -15,6 +15,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// One set of objects, as it would be applied.
+#[derive(Clone)]
 pub struct Manifests {
     /// Where they came from, for messages: `base` or `overlay dev`.
     pub origin: String,

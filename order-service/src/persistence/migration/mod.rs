@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 mod m20250101_000001_create_orders;
 mod m20250401_000001_lifecycle;
 mod m20250601_000001_traceparent;
+mod m20261201_000001_sale_status_index;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000001_create_orders::Migration),
             Box::new(m20250401_000001_lifecycle::Migration),
             Box::new(m20250601_000001_traceparent::Migration),
+            Box::new(m20261201_000001_sale_status_index::Migration),
         ]
     }
 }

@@ -1,0 +1,109 @@
+// Shoppers in a real browser against the real stack: one waits for the
+// countdown (with a browser clock two hours wrong), buys, sees `created`,
+// pays and sees `paid`; a second sees sold out; a third cancels, and the
+// unit comes back on the list.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GATEWAY, PHONE, api, assertAccessible, createSale, launch, shot, signIn, unique, until } from './lib.mjs';
+
+const card = (page, name) => page.getByRole('article', { name });
+const nav = (page, name) => page.getByRole('navigation', { name: 'Shop' }).getByRole('link', { name, exact: true });
+
+test('a shopper waits for the countdown, buys, pays; the next one sees sold out', { timeout: 180000 }, async () => {
+  const sale = await createSale({ name: unique('Lantern'), stock: 1, inMs: 12000, requireToken: true });
+  // The browser's clock is two hours behind the server's: the countdown must
+  // still say seconds, and the button open at the server's start.
+  const alice = await launch({ skewMs: -2 * 3600 * 1000 });
+  const bob = await launch({ viewport: PHONE });
+  try {
+    const { page } = alice;
+    await signIn(page, unique('alice'));
+    const listed = card(page, sale.name);
+    await listed.getByText('1 of 1 left').waitFor();
+    const countdown = await listed.locator('.countdown').textContent();
+    assert.match(countdown, /^Starts in 00:(0\d|1[0-2])$/, 'counted from the server clock');
+    await assertAccessible(page, 'the list of sales');
+    await shot(page, 'storefront-sales.png');
+
+    await listed.getByRole('link', { name: /View sale/ }).click();
+    const buy = page.getByRole('button', { name: 'Buy now' });
+    assert.equal(await buy.isDisabled(), true, 'the button waits for the start');
+    assert.ok(Date.now() < sale.startsAtMs, 'the button was seen closed before the start');
+    await until('the button opens at the start', () => buy.isEnabled(), 20000);
+    assert.ok(Date.now() >= sale.startsAtMs - 1000, 'not opened early');
+    await buy.click();
+    await page.getByText('Order confirmed.').waitFor();
+    await page.getByRole('button', { name: 'Bought' }).waitFor();
+    await assertAccessible(page, 'the sale page');
+    await shot(page, 'storefront-sale.png');
+
+    // A second shopper, on a phone: the only unit is taken.
+    await signIn(bob.page, unique('bob'));
+    await bob.page.goto(`${GATEWAY}/#/sales/${sale.sale_id}`);
+    await bob.page.getByRole('button', { name: 'Sold out' }).waitFor();
+    assert.equal(await bob.page.getByRole('button', { name: 'Sold out' }).isDisabled(), true);
+    await bob.page.getByText('Sold out', { exact: true }).first().waitFor();
+    await assertAccessible(bob.page, 'a sold-out sale on a phone');
+    await shot(bob.page, 'storefront-sold-out-phone.png');
+
+    await nav(page, 'My orders').click();
+    const row = page.getByRole('row', { name: new RegExp(sale.name) });
+    await row.getByText('Awaiting payment').waitFor();
+    assert.match(await row.locator('.countdown').textContent(), /^1[45]:\d\d$/, 'time left to pay');
+    await assertAccessible(page, 'my orders');
+    await shot(page, 'storefront-orders.png');
+    await row.getByRole('button', { name: /^Pay/ }).click();
+    await row.getByText('Paid', { exact: true }).waitFor();
+    await page.getByText('Paid. Thank you!').waitFor();
+    assert.equal(await row.getByRole('button').count(), 0, 'nothing left to do on a paid order');
+    await shot(page, 'storefront-paid.png');
+  } finally {
+    await alice.close();
+    await bob.close();
+  }
+});
+
+test('a shopper who cancels puts the unit back on the list', { timeout: 120000 }, async () => {
+  const sale = await createSale({ name: unique('Kettle'), stock: 1 });
+  const carol = await launch();
+  try {
+    const { page } = carol;
+    await signIn(page, unique('carol'));
+    await page.goto(`${GATEWAY}/#/sales/${sale.sale_id}`);
+    await page.getByRole('button', { name: 'Buy now' }).click();
+    await page.getByText('Order confirmed.').waitFor();
+    await nav(page, 'Sales').click();
+    await card(page, sale.name).getByText('Sold out').waitFor();
+
+    await nav(page, 'My orders').click();
+    const row = page.getByRole('row', { name: new RegExp(sale.name) });
+    await row.getByRole('button', { name: /^Cancel/ }).click();
+    await row.getByText('Cancelled').waitFor();
+    await page.getByText('Order cancelled.').waitFor();
+
+    await nav(page, 'Sales').click();
+    await card(page, sale.name).getByText('1 of 1 left').waitFor();
+    const again = await api('GET', `/api/v1/sales/${sale.sale_id}`);
+    assert.equal(again.body.stock_remaining, 1, 'the gateway sells it again');
+  } finally {
+    await carol.close();
+  }
+});
+
+test('the pages are cached by content and load nothing from elsewhere', async () => {
+  const page = await fetch(GATEWAY + '/');
+  assert.equal(page.status, 200);
+  assert.equal(page.headers.get('cache-control'), 'no-cache');
+  assert.match(page.headers.get('content-security-policy'), /default-src 'none'/);
+  const html = await page.text();
+  const assets = [...html.matchAll(/"(\/assets\/[^"]+)"/g)].map((m) => m[1]);
+  assert.ok(assets.length >= 3, html);
+  for (const path of assets) {
+    assert.match(path, /\.[0-9a-f]{12}\.(js|css)$/, 'named by content');
+    const asset = await fetch(GATEWAY + path);
+    assert.equal(asset.status, 200, path);
+    assert.equal(asset.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+  }
+  const revalidated = await fetch(GATEWAY + '/', { headers: { 'If-None-Match': page.headers.get('etag') } });
+  assert.equal(revalidated.status, 304);
+});
