@@ -409,9 +409,11 @@
     }
   }
 
+  // A new view takes the focus (unless it placed it itself), so keyboard and
+  // screen-reader users start reading it from the top.
   window.addEventListener('hashchange', () => {
     route();
-    document.getElementById('main').focus();
+    if (!view.contains(document.activeElement)) document.getElementById('main').focus();
   });
   setInterval(() => current && current.tick(), 250);
   S.syncClock().finally(route);
