@@ -130,3 +130,44 @@ test('the pages are cached by content and load nothing from elsewhere', async ()
   const revalidated = await fetch(GATEWAY + '/', { headers: { 'If-None-Match': page.headers.get('etag') } });
   assert.equal(revalidated.status, 304);
 });
+
+test('a refused try reads as "try again", and a lost answer still ends in the order', { timeout: 120000 }, async () => {
+  const sale = await createSale({ name: unique('Teapot'), stock: 1 });
+  const dave = await launch();
+  try {
+    const { page } = dave;
+    await signIn(page, unique('dave'));
+    // The first purchase meets the gateway's rate limiter (its answer, as the
+    // gateway gives it); the second reaches the gateway and is accepted, but
+    // its answer is lost on the way back: the page hears what the gateway
+    // says when it cannot tell, 504 order_outcome_unknown with the order id.
+    let attempt = 0;
+    await page.route(`**/api/v1/sales/${sale.sale_id}/orders`, async (route) => {
+      attempt += 1;
+      if (attempt === 1) {
+        await route.fulfill({ status: 429, headers: { 'Retry-After': '1' }, json: { error: { code: 'rate_limited', message: 'too many requests' } } });
+        return;
+      }
+      const real = await route.fetch();
+      assert.equal(real.status(), 202);
+      const { order_id: orderId } = await real.json();
+      await route.fulfill({ status: 504, json: { error: { code: 'order_outcome_unknown', message: 'no answer yet', order_id: orderId } } });
+    });
+    await page.goto(`${GATEWAY}/#/sales/${sale.sale_id}`);
+    const buy = page.getByRole('button', { name: 'Buy now' });
+    await until('the button opens', () => buy.isEnabled());
+    await buy.click();
+    await page.getByText('Lots of shoppers right now. Wait a moment, then try again.').waitFor();
+    await until('the button opens again after a refusal', () => buy.isEnabled());
+    await buy.click();
+    await page.getByText('Order confirmed.').waitFor();
+    assert.equal(attempt, 2);
+    const mine = await page.evaluate(async () => {
+      const answer = await window.Seckill.call('GET', '/api/v1/users/me/orders', { token: window.Seckill.token() });
+      return answer.body.orders.map((o) => o.status);
+    });
+    assert.deepEqual(mine, ['created'], 'one order, the one whose answer was lost');
+  } finally {
+    await dave.close();
+  }
+});

@@ -25,6 +25,7 @@ impl ConsumerStats {
                 .iter()
                 .filter(|f| f.name() == name)
                 .flat_map(MetricFamily::get_metric)
+                // A series is a gauge or a counter; the other reads 0.
                 .map(|m| m.get_gauge().get_value() + m.get_counter().get_value())
                 .sum()
         };
