@@ -123,9 +123,14 @@ test('the pages are cached by content and load nothing from elsewhere', async ()
   assert.ok(assets.length >= 3, html);
   for (const path of assets) {
     assert.match(path, /\.[0-9a-f]{12}\.(js|css)$/, 'named by content');
-    const asset = await fetch(GATEWAY + path);
+    const asset = await fetch(GATEWAY + path, { headers: { 'Accept-Encoding': 'gzip' } });
     assert.equal(asset.status, 200, path);
     assert.equal(asset.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    assert.equal(asset.headers.get('content-encoding'), 'gzip', path);
+    assert.equal(asset.headers.get('vary'), 'Accept-Encoding', path);
+    const plain = await fetch(GATEWAY + path, { headers: { 'Accept-Encoding': 'identity' } });
+    assert.equal(plain.headers.get('content-encoding'), null, 'identity for who asks for it');
+    assert.equal(await plain.text(), await asset.text(), 'the same file either way');
   }
   const revalidated = await fetch(GATEWAY + '/', { headers: { 'If-None-Match': page.headers.get('etag') } });
   assert.equal(revalidated.status, 304);

@@ -20,6 +20,32 @@ pub struct Asset {
     pub body: Bytes,
     /// A strong validator: the quoted content hash.
     pub etag: String,
+    /// The body gzipped, with its own validator; `None` where gzip saves
+    /// too little to be worth a second representation.
+    pub gzip: Option<(Bytes, String)>,
+}
+
+impl Asset {
+    fn new(kind: Kind, content_type: &'static str, body: Bytes, hash: &str) -> Self {
+        let gzip = gzipped(&body).map(|gz| (gz, format!("\"{hash}-gzip\"")));
+        Self {
+            kind,
+            content_type,
+            body,
+            etag: format!("\"{hash}\""),
+            gzip,
+        }
+    }
+}
+
+/// `content` gzipped at the best level (once, at start), if that saves at
+/// least a tenth.
+fn gzipped(content: &[u8]) -> Option<Bytes> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(content).ok()?;
+    let gz = encoder.finish().ok()?;
+    (gz.len() * 10 < content.len() * 9).then(|| Bytes::from(gz))
 }
 
 /// (name, type, content) of every asset a page may name.
@@ -85,12 +111,12 @@ pub fn all() -> HashMap<String, Asset> {
         names.push((format!("{{{{asset:{name}}}}}"), path.clone()));
         files.insert(
             path,
-            Asset {
-                kind: Kind::Asset,
+            Asset::new(
+                Kind::Asset,
                 content_type,
-                body: Bytes::from_static(content),
-                etag: format!("\"{hash}\""),
-            },
+                Bytes::from_static(content),
+                &hash,
+            ),
         );
     }
     for (path, template) in PAGES {
@@ -99,14 +125,15 @@ pub fn all() -> HashMap<String, Asset> {
             .fold((*template).to_owned(), |page, (placeholder, url)| {
                 page.replace(placeholder, url)
             });
+        let hash = hash(page.as_bytes());
         files.insert(
             (*path).to_owned(),
-            Asset {
-                kind: Kind::Page,
-                content_type: "text/html; charset=utf-8",
-                etag: format!("\"{}\"", hash(page.as_bytes())),
-                body: Bytes::from(page),
-            },
+            Asset::new(
+                Kind::Page,
+                "text/html; charset=utf-8",
+                Bytes::from(page),
+                &hash,
+            ),
         );
     }
     files
@@ -128,6 +155,27 @@ mod tests {
             // Nothing from another origin.
             assert!(!page.contains("//"), "{path} names another origin");
         }
+    }
+
+    #[test]
+    fn the_gzipped_body_is_the_body() {
+        use std::io::Read;
+        let files = all();
+        let script = files
+            .values()
+            .find(|a| a.content_type.starts_with("text/javascript") && a.body.len() > 10_000)
+            .expect("a large script");
+        let (gz, etag) = script.gzip.as_ref().expect("a large script compresses");
+        assert!(gz.len() < script.body.len() / 2);
+        assert_ne!(
+            etag, &script.etag,
+            "each representation has its own validator"
+        );
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut plain)
+            .expect("gzip");
+        assert_eq!(plain, script.body);
     }
 
     #[test]
