@@ -129,5 +129,12 @@
     return node;
   }
 
-  window.Seckill = { call, syncClock, now, token, setToken, userOf, explain, money, duration, el };
+  // Puts `node` at `index` in `parent`, moving it only when it is elsewhere:
+  // a moved node loses the keyboard focus, and refreshes must not do that.
+  function place(parent, node, index) {
+    const there = parent.children[index] || null;
+    if (there !== node) parent.insertBefore(node, there);
+  }
+
+  window.Seckill = { call, syncClock, now, token, setToken, userOf, explain, money, duration, el, place };
 })();

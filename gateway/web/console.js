@@ -130,6 +130,7 @@
     let chart = null;
     let previous = null;
     let watching = null;
+    let listed = '';
 
     function ensureChart() {
       if (chart || !window.uPlot) return;
@@ -147,7 +148,13 @@
       const answer = await S.call('GET', '/api/v1/sales?limit=100');
       if (answer.status !== 200) return;
       const id = prefer || select.value;
-      select.replaceChildren(...answer.body.sales.map((s) => el('option', { value: s.sale_id, selected: s.sale_id === id }, s.name + ' (' + s.status + ')')));
+      const options = answer.body.sales.map((s) => [s.sale_id, s.name + ' (' + s.status + ')']);
+      // Rebuilt only when the list changed: an open picker is left alone.
+      const shown = JSON.stringify(options);
+      if (shown !== listed) {
+        listed = shown;
+        select.replaceChildren(...options.map(([value, text]) => el('option', { value }, text)));
+      }
       if (id) select.value = id;
       watch(select.value);
     }

@@ -115,7 +115,7 @@
       status.textContent = answer.body.sales.length === 0 ? 'No sales right now. Come back soon.' : '';
       sales = answer.body.sales;
       const seen = new Set();
-      for (const sale of sales) {
+      sales.forEach((sale, index) => {
         seen.add(sale.sale_id);
         let c = cards.get(sale.sale_id);
         if (!c) {
@@ -124,8 +124,8 @@
         }
         c.sale = sale;
         c.stock.set(sale);
-        grid.append(c.node); // keeps the server's order; moves, never rebuilds
-      }
+        S.place(grid, c.node, index); // the server's order, never rebuilt
+      });
       for (const [id, c] of cards) {
         if (!seen.has(id)) { c.node.remove(); cards.delete(id); }
       }
@@ -340,12 +340,12 @@
       orders = mine.body.orders;
       if (orders.length === 0 && !status.textContent) say('', 'No orders yet.');
       const seen = new Set();
-      for (const order of orders) {
+      orders.forEach((order, index) => {
         seen.add(order.order_id);
         let r = rows.get(order.order_id);
         if (!r) { r = row(order); rows.set(order.order_id, r); }
         r.order = order;
-        body.append(r.tr);
+        S.place(body, r.tr, index);
         const name = names.get(order.sale_id) || order.sale_id;
         r.cells.sale.textContent = name;
         r.cells.status.textContent = ORDER_TEXT[order.status] || order.status;
@@ -357,7 +357,7 @@
             el('button', { type: 'button', class: 'secondary', onclick: () => act(r.order, 'cancel') }, 'Cancel', el('span', { class: 'skip' }, ' order for ' + name)),
           ] : []));
         }
-      }
+      });
       for (const [id, r] of rows) if (!seen.has(id)) { r.tr.remove(); rows.delete(id); }
       tick();
     }

@@ -88,7 +88,14 @@ test('a shopper who cancels puts the unit back on the list (keyboard only)', { t
     await page.keyboard.type(unique('carol'));
     await page.keyboard.press('Enter');
     await page.getByText('Signed in as').waitFor();
-    await page.goto(`${GATEWAY}/#/sales/${sale.sale_id}`);
+    // The list refreshes every two seconds; the focus must stay where she put it.
+    const link = card(page, sale.name).getByRole('link', { name: /View sale/ });
+    await link.focus();
+    let refreshes = 0;
+    page.on('response', (r) => { if (r.url().includes('/api/v1/sales?')) refreshes += 1; });
+    await until('two refreshes of the list', () => refreshes >= 2, 10000);
+    assert.equal(await link.evaluate((a) => a === document.activeElement), true, 'the focus survived the refreshes');
+    await page.keyboard.press('Enter');
     const buy = page.getByRole('button', { name: 'Buy now' });
     await until('the button opens', () => buy.isEnabled());
     await buy.focus();
