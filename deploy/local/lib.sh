@@ -91,7 +91,13 @@ ensure_api_tools() {
 # axe-core, uplot; pinned in tests/browser/package-lock.json), for
 # tests/tests/browser.rs. npm ci runs again whenever the lock file changes.
 ensure_browser() {
-    command -v chromium >/dev/null 2>&1 || { log "installing chromium"; apt_install chromium fonts-dejavu-core; }
+    if ! command -v chromium >/dev/null 2>&1; then
+        # With its recommends (fonts, among them), as the browser tests were
+        # run: not apt_install's --no-install-recommends.
+        log "installing chromium"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core
+    fi
     command -v node >/dev/null 2>&1 || { log "installing node.js"; apt_install nodejs npm; }
     local suite="$REPO/tests/browser"
     if ! cmp -s "$suite/package-lock.json" "$suite/node_modules/.package-lock.json.ci" 2>/dev/null; then
