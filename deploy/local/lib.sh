@@ -19,12 +19,19 @@ as_root() {
 }
 
 _apt_updated=""
+# apt_install [--with-recommends] PACKAGE...: without recommends unless asked.
 apt_install() {
+    local recommends=--no-install-recommends
+    if [ "${1:-}" = --with-recommends ]; then
+        recommends=""
+        shift
+    fi
     if [ -z "$_apt_updated" ]; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
         _apt_updated=1
     fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+    # shellcheck disable=SC2086 # empty when recommends are wanted
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $recommends "$@"
 }
 
 # The newest installed server's bin dir. Debian's /usr/bin wrappers need a
@@ -92,11 +99,9 @@ ensure_api_tools() {
 # tests/tests/browser.rs. npm ci runs again whenever the lock file changes.
 ensure_browser() {
     if ! command -v chromium >/dev/null 2>&1; then
-        # With its recommends (fonts, among them), as the browser tests were
-        # run: not apt_install's --no-install-recommends.
+        # With its recommends (fonts among them), as the browser tests were run.
         log "installing chromium"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core
+        apt_install --with-recommends chromium fonts-dejavu-core
     fi
     command -v node >/dev/null 2>&1 || { log "installing node.js"; apt_install nodejs npm; }
     local suite="$REPO/tests/browser"

@@ -73,8 +73,9 @@ pub async fn answer_from_memory(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let page = req
-        .app_data::<web::Data<AppState>>()
+    let page = crate::storefront::may_serve(&req)
+        .then(|| req.app_data::<web::Data<AppState>>())
+        .flatten()
         .and_then(|state| state.storefront.answer(&req));
     if let Some(page) = page {
         return Ok(req.into_response(page).map_into_right_body());

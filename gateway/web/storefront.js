@@ -79,7 +79,6 @@
     const status = el('p', { class: 'notice', role: 'status' });
     view.replaceChildren(el('h1', {}, 'Flash sales'), status, grid);
     const cards = new Map();
-    let sales = [];
 
     function card(sale) {
       const badge = el('span', { class: 'badge' });
@@ -112,8 +111,8 @@
         status.textContent = S.explain(answer);
         return;
       }
-      status.textContent = answer.body.sales.length === 0 ? 'No sales right now. Come back soon.' : '';
-      sales = answer.body.sales;
+      const { sales } = answer.body;
+      status.textContent = sales.length === 0 ? 'No sales right now. Come back soon.' : '';
       const seen = new Set();
       sales.forEach((sale, index) => {
         seen.add(sale.sale_id);
@@ -294,7 +293,6 @@
     view.replaceChildren(el('h1', {}, 'My orders'), status, table);
     const names = new Map();
     const rows = new Map();
-    let orders = [];
 
     function say(kind, text) {
       status.className = 'notice ' + kind;
@@ -337,7 +335,7 @@
       ]);
       if (sales && sales.status === 200) for (const s of sales.body.sales) names.set(s.sale_id, s.name);
       if (mine.status !== 200) { say('bad', S.explain(mine)); return; }
-      orders = mine.body.orders;
+      const { orders } = mine.body;
       if (orders.length === 0 && !status.textContent) say('', 'No orders yet.');
       const seen = new Set();
       orders.forEach((order, index) => {

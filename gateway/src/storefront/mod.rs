@@ -51,8 +51,7 @@ impl Storefront {
     /// The answer to a GET of one of the files, or `None` for any other
     /// request (which goes on to the router).
     pub fn answer(&self, req: &ServiceRequest) -> Option<HttpResponse> {
-        // HEAD too: actix sends the head of the GET answer, without its body.
-        if req.method() != Method::GET && req.method() != Method::HEAD {
+        if !may_serve(req) {
             return None;
         }
         let asset = self.files.get(req.path())?;
@@ -99,6 +98,16 @@ impl Storefront {
         metrics.observe(started.elapsed());
         Some(response)
     }
+}
+
+/// Whether `req` could be for one of the files: GET or HEAD (actix sends
+/// the head of the GET answer, without its body) of a page or an asset path.
+/// Every request passes here, purchases included, so two comparisons and a
+/// prefix decide before anything is looked up or hashed.
+pub fn may_serve(req: &ServiceRequest) -> bool {
+    let path = req.path();
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && (path == "/" || path == "/console" || path.starts_with("/assets/"))
 }
 
 /// Whether the client takes gzip: a `gzip` coding in `Accept-Encoding`
