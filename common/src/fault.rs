@@ -11,6 +11,9 @@
 //! * `SECKILL_FAULT__MARK_WARM_DELAY_MS=N`: inventory-service waits N ms
 //!   between finding every sale in Redis and marking Redis warm, so a test
 //!   can empty Redis in between.
+//! * `SECKILL_FAULT__FENCE_DELAY_MS=N`: inventory-service waits N ms after
+//!   the first deletion of a fence (see `reconcile::fence`), so a test can
+//!   buy while a fence is half done.
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -32,6 +35,24 @@ static MARK_WARM_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
 });
+
+static FENCE_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
+    std::env::var("SECKILL_FAULT__FENCE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+});
+
+/// Between the two deletions of a fence, if enabled.
+pub async fn inside_fence() {
+    if let Some(delay) = *FENCE_DELAY {
+        tracing::warn!(
+            ?delay,
+            "fault hook SECKILL_FAULT__FENCE_DELAY_MS: holding a fence half done"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
 
 /// Before the warm marker is set, if enabled.
 pub async fn before_mark_warm() {

@@ -12,7 +12,7 @@ use seckill_common::transport::Transport;
 use crate::process::{binary, free_port, nisshi, Process};
 use crate::proxy::FaultProxy;
 use crate::servers::{state_dir, PrivatePostgres, PrivateRedis};
-use crate::wait::wait_until;
+use crate::wait::{poll_until, wait_until};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -302,25 +302,38 @@ impl Stack {
         stack
     }
 
+    /// Waits up to a minute for `base/readyz` to answer 2xx. On timeout the
+    /// panic names the last answer (or connection error) and shows the tail
+    /// of every service's log, so a failure on CI says which step hung.
     pub async fn wait_ready(&self, base: &str) {
         let url = format!("{base}/readyz");
         let http = self.http.clone();
-        let what = format!(
-            "{url} to be ready (logs in {})",
-            crate::process::log_dir().display()
-        );
-        wait_until(&what, Duration::from_secs(60), || {
+        let last = poll_until(Duration::from_secs(60), Duration::from_millis(50), || {
             let (http, url) = (http.clone(), url.clone());
             async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => Err(format!("{e}")),
+                }
             }
         })
         .await;
+        if let Err(last) = last {
+            let tails: Vec<String> = [&self.inventory, &self.orders, &self.gateway]
+                .iter()
+                .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail(25)))
+                .collect();
+            panic!(
+                "timed out after 60s waiting for {url} to be ready; last answer: {last}\n(logs in {})\n{}",
+                crate::process::log_dir().display(),
+                tails.join("\n")
+            );
+        }
     }
 
     pub fn token(&self, user: &str) -> String {

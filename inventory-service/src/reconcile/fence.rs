@@ -8,8 +8,8 @@
 //! changes it). inventory-service records the `run_id` it has verified in
 //! Redis itself (`seckill:redis-run-id`), so the record is as old as the
 //! data it came back with and survives inventory-service restarts. When the
-//! two differ, every unfinished sale is *fenced*: its keys and the warm
-//! marker are deleted, so the gateways sell nothing of it (503, retry) until
+//! two differ, every unfinished sale is *fenced*: the warm marker, then
+//! the sales' keys are deleted, so the gateways sell nothing of it (503, retry) until
 //! the guarded re-warm (`Reconciler::rewarm_missing`: the delay, then the
 //! reservation consumer caught up) writes it again from PostgreSQL, which
 //! by then has applied every order the lost writes had accepted.
@@ -49,11 +49,16 @@ pub async fn fence_if_restarted(
     // or the first start of this version; nothing to fence.
     let fence = verified.is_some();
     if fence {
+        // The marker first: a gateway that finds a sale missing asks it
+        // whether Redis is warm. With the sales gone and the marker still
+        // there, a buyer would be told `sale_not_found` (404) instead of
+        // "being restored, retry" (503).
+        let _: i64 = con.del(WARM_MARKER).await?;
+        seckill_common::fault::inside_fence().await;
         for sale in unfinished {
             let keys = SaleKeys::new(sale);
             let _: i64 = con.del(&[keys.sale, keys.buyers]).await?;
         }
-        let _: i64 = con.del(WARM_MARKER).await?;
         tracing::warn!(
             previous = verified.as_deref().unwrap_or(""),
             current,
