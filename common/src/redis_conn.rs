@@ -1,19 +1,67 @@
 //! A multiplexed, self-reconnecting Redis connection: one per process, plus
 //! one per HTTP worker for the gateway's purchase script (`gateway::worker_redis`).
+//! To a single Redis, or to a Redis Cluster when `redis.cluster_nodes` is
+//! set: [`Conn`] is either, and every caller is written once for both.
 use std::time::Duration;
 
 use crate::settings::RedisSettings;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::IntoConnectionInfo;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+
+/// A handle to Redis, cheap to clone (clones share the connection).
+///
+/// On a cluster each command goes to the node that owns its keys' slot. A
+/// sale's keys share the hash tag `{sale_id}` (`stock::SaleKeys`), so every
+/// script and pipeline on one sale runs on one node, unchanged.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// Connects, with a timeout on connect and on every response, and capped
 /// exponential backoff when the connection has to be re-established: 1 s,
-/// then doubling, at most 2 s apart.
+/// then doubling, at most 2 s apart. A cluster connection is given the same
+/// bounds, and follows the cluster's slot moves (MOVED/ASK) by itself.
 ///
 /// Callers that must not wait for a reconnection (anything serving a
 /// request) bound each call with [`within`]: the manager's requests await
 /// the reconnection in progress, retries and backoff included.
-pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionManager> {
+pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<Conn> {
+    let nodes = settings.cluster_nodes();
+    if !nodes.is_empty() {
+        return cluster(settings, &nodes).await.map(Conn::Cluster);
+    }
     let client = client(settings)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout))
@@ -22,7 +70,46 @@ pub async fn connect(settings: &RedisSettings) -> redis::RedisResult<ConnectionM
         .set_min_delay(Duration::from_secs(1))
         .set_exponent_base(2.0)
         .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_with_config(client, config).await
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map(Conn::Single)
+}
+
+/// The cluster connection: the seed `nodes`, the credentials and CA file
+/// given apart from them, and the single connection's timeouts.
+async fn cluster(
+    settings: &RedisSettings,
+    nodes: &[&str],
+) -> redis::RedisResult<ClusterConnection> {
+    let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(settings.connect_timeout)
+        .response_timeout(settings.response_timeout)
+        .retries(3)
+        .min_retry_wait(100)
+        .max_retry_wait(2_000);
+    if let Some(user) = &settings.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &settings.password {
+        builder = builder.password(password.expose());
+    }
+    if let Some(path) = &settings.tls_ca_file {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(read_ca(path)?),
+        });
+    }
+    builder.build()?.get_async_connection().await
+}
+
+fn read_ca(path: &std::path::Path) -> redis::RedisResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "cannot read redis.tls_ca_file",
+            format!("{}: {e}", path.display()),
+        ))
+    })
 }
 
 /// The client for `settings`: the URL, then the credentials and the CA file
@@ -40,13 +127,7 @@ pub fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
     let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
     match &settings.tls_ca_file {
         Some(path) if tls => {
-            let root_cert = std::fs::read(path).map_err(|e| {
-                redis::RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "cannot read redis.tls_ca_file",
-                    format!("{}: {e}", path.display()),
-                ))
-            })?;
+            let root_cert = read_ca(path)?;
             redis::Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
@@ -81,7 +162,7 @@ pub async fn within<T>(
 }
 
 /// True when Redis answers PING in time.
-pub async fn is_reachable(redis: &ConnectionManager, timeout: Duration) -> bool {
+pub async fn is_reachable(redis: &Conn, timeout: Duration) -> bool {
     let mut con = redis.clone();
     let cmd = redis::cmd("PING");
     let ping = cmd.query_async::<String>(&mut con);

@@ -9,11 +9,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redis_conn::Conn;
 use actix_service::IntoServiceFactory;
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server, ServiceFactory};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
 use crate::http::{self, HEALTH_PATH, READY_PATH};
@@ -82,7 +82,7 @@ pub struct Core {
     pub producer: Publisher,
     pub shutdown: Shutdown,
     /// Streams mode: the Redis the streams live in.
-    streams_redis: Option<ConnectionManager>,
+    streams_redis: Option<Conn>,
 }
 
 impl Core {
@@ -205,7 +205,7 @@ impl Core {
     pub async fn redis(
         &self,
         settings: &crate::settings::RedisSettings,
-    ) -> Result<ConnectionManager, StartupError> {
+    ) -> Result<Conn, StartupError> {
         dependency(
             &self.shutdown,
             "cannot connect to Redis",
@@ -434,7 +434,7 @@ async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
 pub struct Probes {
     producer: Publisher,
     db: Option<DatabaseConnection>,
-    redis: Option<ConnectionManager>,
+    redis: Option<Conn>,
 }
 
 impl Probes {
@@ -451,7 +451,7 @@ impl Probes {
         self
     }
 
-    pub fn with_redis(mut self, redis: ConnectionManager) -> Self {
+    pub fn with_redis(mut self, redis: Conn) -> Self {
         self.redis = Some(redis);
         self
     }

@@ -252,6 +252,34 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     #[serde(rename = "response_timeout_ms", with = "crate::settings::millis")]
     pub response_timeout: Duration,
+    /// A Redis Cluster: some of its nodes, comma-separated
+    /// (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`, or `rediss://` for
+    /// TLS); the client learns the rest. Empty: the one Redis at `url`.
+    pub cluster_nodes: String,
+}
+
+impl RedisSettings {
+    /// The cluster's seed nodes; empty for a single Redis.
+    pub fn cluster_nodes(&self) -> Vec<&str> {
+        self.cluster_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (i, node) in self.cluster_nodes().iter().enumerate() {
+            // The entry is not printed: it may hold a password.
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                return Err(invalid(format!(
+                    "redis.cluster_nodes: entry {} is not a redis:// or rediss:// URL",
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RedisSettings {
@@ -263,6 +291,7 @@ impl Default for RedisSettings {
             tls_ca_file: None,
             connect_timeout: Duration::from_millis(1_000),
             response_timeout: Duration::from_millis(500),
+            cluster_nodes: String::new(),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! in one slot and the scripts also run on Redis Cluster.
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::Script;
 
 use crate::domain::{OrderId, Quantity, SaleId, UserId};
@@ -29,6 +29,10 @@ pub mod field {
     /// (purchase, release, void, reconciliation), so reconciliation applies
     /// a repair only to the state it looked at.
     pub const VERSION: &str = "version";
+    /// The `run_id` of the Redis process the sale was written to, so that a
+    /// process that came back with stale data is noticed (inventory-service,
+    /// `reconcile::fence`). Set by the scripts that write it.
+    pub const RUN_ID: &str = "run_id";
 }
 
 /// Set by inventory-service once every unfinished sale is in Redis. A Redis
@@ -38,7 +42,7 @@ pub mod field {
 pub const WARM_MARKER: &str = "seckill:warm";
 
 /// Records that every unfinished sale is in Redis.
-pub async fn mark_warm(redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+pub async fn mark_warm(redis: &mut Conn) -> redis::RedisResult<()> {
     redis::cmd("SET")
         .arg(WARM_MARKER)
         .arg(1)
@@ -47,7 +51,7 @@ pub async fn mark_warm(redis: &mut ConnectionManager) -> redis::RedisResult<()> 
 }
 
 /// Whether Redis holds every unfinished sale (see [`WARM_MARKER`]).
-pub async fn is_warm(redis: &mut ConnectionManager) -> redis::RedisResult<bool> {
+pub async fn is_warm(redis: &mut Conn) -> redis::RedisResult<bool> {
     redis::cmd("EXISTS")
         .arg(WARM_MARKER)
         .query_async(redis)
@@ -109,7 +113,7 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 
 /// Gives a reservation back to the sale. Returns whether anything changed.
 pub async fn release(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     order: &OrderId,
@@ -122,7 +126,7 @@ pub async fn release(
 /// user really holds: `order` was a rejected duplicate), leaves the user's
 /// entry naming `holder` rather than removing it.
 pub async fn release_keeping(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     order: &OrderId,
@@ -141,7 +145,7 @@ pub async fn release_keeping(
 /// entry names it. Idempotent, and right whether or not the script ran.
 /// Returns whether units went back.
 pub async fn void(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     order: &OrderId,
@@ -154,7 +158,7 @@ pub async fn void(
 }
 
 async fn run_release(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     mut call: redis::ScriptInvocation<'_>,
     user: &UserId,
     order: &OrderId,

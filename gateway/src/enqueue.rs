@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use redis::aio::ConnectionManager;
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, OrderRequested};
@@ -189,7 +189,7 @@ pub async fn settle(state: &AppState, order: &Order<'_>) -> Result<(), ApiError>
 fn in_background<T, F, Fut>(state: &AppState, held: Held, what: &'static str, call: F)
 where
     T: std::fmt::Debug + Send + 'static,
-    F: Fn(Held, ConnectionManager) -> Fut + Send + Sync + 'static,
+    F: Fn(Held, Conn) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
 {
     let later = Backoff {
@@ -228,11 +228,11 @@ impl Held {
         }
     }
 
-    async fn void(&self, mut redis: ConnectionManager) -> redis::RedisResult<bool> {
+    async fn void(&self, mut redis: Conn) -> redis::RedisResult<bool> {
         stock::void(&mut redis, &self.sale, &self.user, &self.id, self.quantity).await
     }
 
-    async fn settle(&self, mut redis: ConnectionManager) -> redis::RedisResult<bool> {
+    async fn settle(&self, mut redis: Conn) -> redis::RedisResult<bool> {
         crate::purchase::settle(&mut redis, &self.sale, &self.user, &self.id).await
     }
 }

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
 use redis::Script;
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
+use seckill_common::redis_conn::Conn;
 use seckill_common::stock::SaleKeys;
 
 /// KEYS: sale hash, buyers hash, voided orders, and in the Redis Streams
@@ -118,7 +118,7 @@ impl Decision {
 
 /// Runs the script for a request without a purchase token.
 pub async fn reserve(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     quantity: Quantity,
@@ -131,7 +131,7 @@ pub async fn reserve(
 /// own, see `worker_redis`); `has_token` says a valid purchase token was
 /// presented.
 pub async fn reserve_with_token(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     quantity: Quantity,
@@ -151,7 +151,7 @@ pub struct StreamEntry<'a> {
 /// Runs the script; with `entry`, an accepted purchase is also appended to
 /// the sale's order stream in the same step.
 pub async fn reserve_and_enqueue(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     quantity: Quantity,
@@ -196,7 +196,7 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| {
 /// Decides a purchase whose script answer was lost (Streams mode, see
 /// [`SETTLE`]): `true` when the order is queued.
 pub async fn settle(
-    redis: &mut ConnectionManager,
+    redis: &mut Conn,
     sale: &SaleId,
     user: &UserId,
     order: &OrderId,

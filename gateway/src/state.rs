@@ -2,7 +2,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::kafka::EventProducer;
 use seckill_common::settings::{RedisSettings, Topics};
@@ -19,7 +19,7 @@ use crate::storefront::Storefront;
 
 pub struct AppState {
     /// Shared by every worker; the purchase script uses `worker_redis`.
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     /// For the per-worker connections (see `worker_redis`).
     pub redis_settings: RedisSettings,
     /// Kafka: produces `OrderRequested` after the script. `None` in the

@@ -1,6 +1,6 @@
 //! One Redis connection per HTTP worker thread, for the purchase path.
 //!
-//! Why: a `ConnectionManager` runs its I/O in a task on the runtime that
+//! Why: a `Conn` runs its I/O in a task on the runtime that
 //! created it. The shared one lives on the main runtime, so every purchase
 //! crossed threads twice (worker -> connection task -> worker), which the
 //! gateway's profile showed as scheduler and futex time in the kernel. A
@@ -9,18 +9,18 @@
 //! connection serves, so a purchase never waits for more than one attempt.
 use std::cell::RefCell;
 
-use redis::aio::ConnectionManager;
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::redis_conn;
 
 use crate::state::AppState;
 
 thread_local! {
-    static CONNECTION: RefCell<Option<ConnectionManager>> = const { RefCell::new(None) };
+    static CONNECTION: RefCell<Option<Conn>> = const { RefCell::new(None) };
 }
 
 /// This worker's connection, made now if it has none yet.
-pub async fn connection(state: &AppState) -> ConnectionManager {
+pub async fn connection(state: &AppState) -> Conn {
     if let Some(mine) = CONNECTION.with(|c| c.borrow().clone()) {
         return mine;
     }

@@ -18,11 +18,11 @@
 //! flags expire by themselves (`SECKILL_SOLD_OUT_CACHE_MS`), so the unit is
 //! on sale again within that bound.
 use futures::future::join_all;
-use redis::aio::ConnectionManager;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
     TransactionTrait,
 };
+use seckill_common::redis_conn::Conn;
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
@@ -52,7 +52,7 @@ const STATUS: &str =
 
 pub struct CompensationHandler {
     pub db: DatabaseConnection,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
 }
 
 /// A reservation that is released in PostgreSQL and must be released in Redis.

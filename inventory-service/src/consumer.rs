@@ -8,8 +8,8 @@
 //! order could still turn out reserved. Any failure after the commit makes
 //! the whole batch retry, which is safe because [`reserve`] is idempotent.
 use futures::future::join_all;
-use redis::aio::ConnectionManager;
 use sea_orm::{DatabaseConnection, TransactionTrait};
+use seckill_common::redis_conn::Conn;
 use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
@@ -24,7 +24,7 @@ use crate::persistence::reserve::{reserve, Outcome, ReserveError};
 
 pub struct InventoryHandler {
     pub db: DatabaseConnection,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub producer: Publisher,
     pub topics: Topics,
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::RedisError;
 use sea_orm::{DatabaseConnection, DbErr};
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::db;
 use seckill_common::domain::SaleId;
@@ -20,7 +20,7 @@ use crate::warm::{self, WarmError};
 /// Shared by every worker; each field is a cheap handle onto one pool or client.
 pub struct AppState {
     pub db: DatabaseConnection,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub reconciler: Arc<Reconciler>,
 }
 

@@ -24,8 +24,8 @@
 
 use futures::future::join_all;
 use prometheus::{IntCounterVec, Opts, Registry};
-use redis::aio::ConnectionManager;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::events::{Envelope, Event, OrderRef, Reserved};
@@ -76,7 +76,7 @@ pub enum SweepError {
 
 pub struct Sweeper {
     pub db: DatabaseConnection,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub producer: Publisher,
     pub topics: Topics,
     pub settings: SweepSettings,
@@ -100,7 +100,7 @@ impl Sweeper {
     /// an order is abandoned (see the module docs).
     pub fn new(
         db: DatabaseConnection,
-        redis: ConnectionManager,
+        redis: Conn,
         producer: Publisher,
         topics: Topics,
         caught_up: [CatchUp; 2],

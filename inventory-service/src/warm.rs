@@ -10,9 +10,9 @@
 //! the orders still in flight.
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError, Script};
 use sea_orm::{DatabaseConnection, DbErr};
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::domain::SaleId;
 use seckill_common::stock::{field, SaleKeys};
@@ -33,12 +33,15 @@ static FILL_BUYERS: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: sale hash. ARGV: field, value, ...
+/// KEYS: sale hash. ARGV: field, value, ... The hash also records the
+/// `run_id` of the Redis process it is written to (`reconcile::fence`).
 static CREATE_SALE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
         redis.call('HSET', KEYS[1], unpack(ARGV))
+        local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+        if run then redis.call('HSET', KEYS[1], 'run_id', run) end
         return 1
         "#,
     )
@@ -53,11 +56,7 @@ pub enum WarmError {
 }
 
 /// Writes the sale into Redis unless it is already there. Returns whether it wrote it.
-pub async fn warm(
-    db: &DatabaseConnection,
-    redis: &ConnectionManager,
-    id: &SaleId,
-) -> Result<bool, WarmError> {
+pub async fn warm(db: &DatabaseConnection, redis: &Conn, id: &SaleId) -> Result<bool, WarmError> {
     let keys = SaleKeys::new(id);
     let mut con = redis.clone();
     if con.exists::<_, bool>(&keys.sale).await? {

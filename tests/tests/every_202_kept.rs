@@ -679,14 +679,16 @@ async fn a_sale_being_fenced_is_never_answered_not_found() {
     let mut stack = Stack::start_with(options).await;
     // Enough stock that no buyer below is told sold out.
     let sale = stack.active_sale(5_000).await;
-    // inventory-service has verified this Redis process once it recorded
-    // its run id: only then does a restart fence.
+    // The sale's hash records the Redis process it was written to: a
+    // restart is then noticed and fences it.
     let redis = stack.redis().await;
     wait_until("the run id recorded", Duration::from_secs(30), || {
         let mut redis = redis.clone();
+        let key = format!("seckill:{{{sale}}}:sale");
         async move {
-            let id: Option<String> = redis::cmd("GET")
-                .arg("seckill:redis-run-id")
+            let id: Option<String> = redis::cmd("HGET")
+                .arg(key)
+                .arg("run_id")
                 .query_async(&mut redis)
                 .await
                 .ok()?;

@@ -1,5 +1,6 @@
 //! The purchase script's decisions, against a real Redis.
-use redis::aio::ConnectionManager;
+use seckill_common::redis_conn::{self, Conn};
+use seckill_common::settings::{RedisSettings, Secret};
 
 use gateway::purchase::{
     reserve, reserve_and_enqueue, reserve_with_token, settle, Decision, StreamEntry,
@@ -7,20 +8,17 @@ use gateway::purchase::{
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::stock::{release, SaleKeys};
 
-async fn redis() -> ConnectionManager {
+async fn redis() -> Conn {
     let url = std::env::var("SECKILL_TEST_REDIS_URL").expect("run with deploy/local/test.sh");
-    ConnectionManager::new(redis::Client::open(url).expect("url"))
-        .await
-        .expect("redis")
+    let settings = RedisSettings {
+        url: Secret::from(url.as_str()),
+        ..RedisSettings::default()
+    };
+    redis_conn::connect(&settings).await.expect("redis")
 }
 
 /// A fresh sale hash: `stock` units, window relative to now (ms), limit 2.
-async fn sale(
-    con: &mut ConnectionManager,
-    stock: i64,
-    start_offset_ms: i64,
-    end_offset_ms: i64,
-) -> SaleId {
+async fn sale(con: &mut Conn, stock: i64, start_offset_ms: i64, end_offset_ms: i64) -> SaleId {
     let id = SaleId::generate();
     let now = chrono::Utc::now().timestamp_millis();
     let keys = SaleKeys::new(&id);
@@ -50,7 +48,7 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).expect("user")
 }
 
-async fn buy(con: &mut ConnectionManager, sale: &SaleId, who: &str, qty: u32) -> Decision {
+async fn buy(con: &mut Conn, sale: &SaleId, who: &str, qty: u32) -> Decision {
     let quantity = Quantity::parse(i64::from(qty)).expect("quantity");
     reserve(con, sale, &user(who), quantity, &OrderId::new(sale))
         .await

@@ -12,11 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redis_conn::Conn;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamInfoGroupsReply, StreamInfoStreamReply};
 
 use super::streams::{entry_id, StreamNames};
@@ -39,7 +39,7 @@ pub enum CatchUpError {
 pub enum CatchUp {
     Kafka(Arc<KafkaCatchUp>),
     Streams {
-        redis: ConnectionManager,
+        redis: Conn,
         group: String,
         names: Arc<dyn StreamNames>,
     },
@@ -52,7 +52,7 @@ impl CatchUp {
         )?)))
     }
 
-    pub fn streams(redis: ConnectionManager, group: &str, names: Arc<dyn StreamNames>) -> Self {
+    pub fn streams(redis: Conn, group: &str, names: Arc<dyn StreamNames>) -> Self {
         Self::Streams {
             redis,
             group: group.to_owned(),

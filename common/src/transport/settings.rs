@@ -84,8 +84,15 @@ pub struct Bus<'a> {
 
 impl Bus<'_> {
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.redis.validate()?;
         match self.transport {
             Transport::Kafka => self.kafka.validate(),
+            // A consumer reads many streams in one XREADGROUP, and a
+            // cluster refuses a command whose keys are in different slots.
+            Transport::RedisStreams if !self.redis.cluster_nodes().is_empty() => Err(invalid(
+                "transport redis-streams does not run on a Redis Cluster \
+                 (redis.cluster_nodes is set): use transport kafka",
+            )),
             Transport::RedisStreams => self.streams.validate(),
         }
     }

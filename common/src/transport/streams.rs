@@ -22,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use tracing::Instrument;
 
 use crate::domain::SaleId;
@@ -95,13 +95,13 @@ pub fn publish_span(topic: &str, key: &str, envelope: &Envelope) -> tracing::Spa
 
 #[derive(Clone)]
 pub struct StreamsPublisher {
-    redis: ConnectionManager,
+    redis: Conn,
     timeout: Duration,
     dead_letter_max_len: u64,
 }
 
 impl StreamsPublisher {
-    pub fn new(redis: ConnectionManager, timeout: Duration, dead_letter_max_len: u64) -> Self {
+    pub fn new(redis: Conn, timeout: Duration, dead_letter_max_len: u64) -> Self {
         Self {
             redis,
             timeout,

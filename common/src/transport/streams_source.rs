@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::streams::{
     StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
     StreamPendingReply, StreamReadReply,
@@ -36,8 +36,8 @@ pub trait Backlog: Send + Sync {
 }
 
 pub struct StreamsSource {
-    reader: ConnectionManager,
-    redis: ConnectionManager,
+    reader: Conn,
+    redis: Conn,
     group: String,
     consumer: String,
     topic: String,

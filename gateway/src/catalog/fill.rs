@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
@@ -41,7 +41,7 @@ impl FillError {
 }
 
 pub struct Sources {
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub redis_breaker: Arc<Breaker>,
     pub redis_timeout: Duration,
     pub inventory: InventoryClient,

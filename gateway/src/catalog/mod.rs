@@ -37,7 +37,7 @@ use actix_web::http::Method;
 use actix_web::web::Bytes;
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
-use redis::aio::ConnectionManager;
+use seckill_common::redis_conn::Conn;
 
 use seckill_common::domain::SaleId;
 use seckill_common::http::ApiError;
@@ -84,7 +84,7 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(
         settings: ReadCacheSettings,
-        redis: ConnectionManager,
+        redis: Conn,
         redis_breaker: Arc<Breaker>,
         redis_timeout: Duration,
         inventory: InventoryClient,

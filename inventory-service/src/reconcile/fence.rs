@@ -5,86 +5,92 @@
 //! buy again.
 //!
 //! Every Redis process has its own `run_id` (a restart or a failover
-//! changes it). inventory-service records the `run_id` it has verified in
-//! Redis itself (`seckill:redis-run-id`), so the record is as old as the
-//! data it came back with and survives inventory-service restarts. When the
-//! two differ, every unfinished sale is *fenced*: the warm marker, then
-//! the sales' keys are deleted, so the gateways sell nothing of it (503, retry) until
-//! the guarded re-warm (`Reconciler::rewarm_missing`: the delay, then the
-//! reservation consumer caught up) writes it again from PostgreSQL, which
-//! by then has applied every order the lost writes had accepted.
+//! changes it). Each sale's hash records the `run_id` of the process it was
+//! written to (`field::RUN_ID`, set by the warm script and checked here), so
+//! the record is exactly as old as the data it came back with. Per sale,
+//! not per Redis: on a cluster each sale lives on its own shard, and only
+//! the sales of a shard that restarted are fenced. When the two differ, the
+//! sale is *fenced*: the warm marker, then the sale's keys are deleted, so
+//! the gateways sell nothing of it (503, retry) until the guarded re-warm
+//! (`Reconciler::rewarm_missing`: the delay, then the reservation consumer
+//! caught up) writes it again from PostgreSQL, which by then has applied
+//! every order the lost writes had accepted.
 //!
 //! The check runs every `reconcile.rewarm_check`: purchases that reach a
 //! stale Redis before it notices can still resell a lost unit. With
 //! `appendfsync always` nothing is lost and the fence only costs the re-warm
 //! delay.
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, RedisError};
+use std::sync::LazyLock;
+
+use redis::{AsyncCommands, RedisError, Script};
 
 use seckill_common::domain::SaleId;
+use seckill_common::redis_conn::Conn;
 use seckill_common::stock::{SaleKeys, WARM_MARKER};
 
-/// The `run_id` of the Redis process whose data was last verified.
-pub const RUN_ID_KEY: &str = "seckill:redis-run-id";
+/// KEYS: the sale hash, its buyers. ARGV[1]: `look` or `fence`. Returns 1
+/// when the sale was written to another Redis process (and, with `fence`,
+/// deletes it); 0 otherwise. A sale without a record (written by an older
+/// version) is recorded as verified. `INFO` runs inside the script so that
+/// it asks the node that holds the sale.
+static CHECK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+        if not run then return 0 end
+        local seen = redis.call('HGET', KEYS[1], 'run_id')
+        if seen == run then return 0 end
+        if not seen then
+          redis.call('HSET', KEYS[1], 'run_id', run)
+          return 0
+        end
+        if ARGV[1] == 'fence' then redis.call('DEL', KEYS[1], KEYS[2]) end
+        return 1
+        "#,
+    )
+});
 
-/// Fences every sale of `unfinished` if Redis is not the process last
-/// verified. Returns whether it fenced.
-pub async fn fence_if_restarted(
-    redis: &ConnectionManager,
-    unfinished: &[SaleId],
-) -> Result<bool, RedisError> {
-    let mut con = redis.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut con)
+async fn check(con: &mut Conn, sale: &SaleId, mode: &str) -> Result<bool, RedisError> {
+    let keys = SaleKeys::new(sale);
+    let stale: i64 = CHECK
+        .key(&keys.sale)
+        .key(&keys.buyers)
+        .arg(mode)
+        .invoke_async(con)
         .await?;
-    let Some(current) = run_id(&info) else {
-        return Ok(false); // Not a Redis that reports one: nothing to compare.
-    };
-    let verified: Option<String> = con.get(RUN_ID_KEY).await?;
-    if verified.as_deref() == Some(current) {
-        return Ok(false);
-    }
-    // No record: an empty Redis (its sales are missing and re-warmed anyway)
-    // or the first start of this version; nothing to fence.
-    let fence = verified.is_some();
-    if fence {
-        // The marker first: a gateway that finds a sale missing asks it
-        // whether Redis is warm. With the sales gone and the marker still
-        // there, a buyer would be told `sale_not_found` (404) instead of
-        // "being restored, retry" (503).
-        let _: i64 = con.del(WARM_MARKER).await?;
-        seckill_common::fault::inside_fence().await;
-        for sale in unfinished {
-            let keys = SaleKeys::new(sale);
-            let _: i64 = con.del(&[keys.sale, keys.buyers]).await?;
+    Ok(stale == 1)
+}
+
+/// Fences every sale of `unfinished` that is held by a Redis process other
+/// than the one it was written to. Returns how many it fenced.
+pub async fn fence_if_restarted(redis: &Conn, unfinished: &[SaleId]) -> Result<usize, RedisError> {
+    let mut con = redis.clone();
+    let mut stale = Vec::new();
+    for sale in unfinished {
+        if check(&mut con, sale, "look").await? {
+            stale.push(sale);
         }
-        tracing::warn!(
-            previous = verified.as_deref().unwrap_or(""),
-            current,
-            sales = unfinished.len(),
-            "Redis is not the process whose data was verified (restart or failover): \
-             its sales are fenced until they are warmed again from PostgreSQL"
-        );
     }
-    let _: () = con.set(RUN_ID_KEY, current).await?;
-    Ok(fence)
-}
-
-/// The `run_id:` line of `INFO server`.
-fn run_id(info: &str) -> Option<&str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_the_run_id_line() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:3f2a9c\r\ntcp_port:6379\r\n";
-        assert_eq!(super::run_id(info), Some("3f2a9c"));
-        assert_eq!(super::run_id("# Server\r\n"), None);
+    if stale.is_empty() {
+        return Ok(0);
     }
+    // The marker first: a gateway that finds a sale missing asks it
+    // whether Redis is warm. With the sale gone and the marker still
+    // there, a buyer would be told `sale_not_found` (404) instead of
+    // "being restored, retry" (503).
+    let _: i64 = con.del(WARM_MARKER).await?;
+    seckill_common::fault::inside_fence().await;
+    let mut fenced = 0;
+    for sale in stale {
+        if check(&mut con, sale, "fence").await? {
+            fenced += 1;
+        }
+    }
+    tracing::warn!(
+        sales = fenced,
+        "sales held by a Redis process other than the one they were written to \
+         (restart or failover) are fenced until they are warmed again from PostgreSQL"
+    );
+    Ok(fenced)
 }

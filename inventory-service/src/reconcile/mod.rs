@@ -26,12 +26,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::RedisError;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
     TransactionTrait,
 };
+use seckill_common::redis_conn::Conn;
 use serde::Serialize;
 
 use seckill_common::domain::SaleId;
@@ -62,7 +62,7 @@ pub struct Report {
 
 pub struct Reconciler {
     db: DatabaseConnection,
-    redis: ConnectionManager,
+    redis: Conn,
     catch_up: CatchUp,
     settings: ReconcileSettings,
     metrics: ReconcileMetrics,
@@ -77,7 +77,7 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         db: DatabaseConnection,
-        redis: ConnectionManager,
+        redis: Conn,
         catch_up: CatchUp,
         settings: ReconcileSettings,
         metrics: ReconcileMetrics,
@@ -167,7 +167,7 @@ impl Reconciler {
     /// the sale, so they answer 503 (retry), not `sale_not_found`.
     pub async fn rewarm_missing(&self) -> Result<(), ReconcileError> {
         let unfinished = self.unfinished_sales().await?;
-        if fence::fence_if_restarted(&self.redis, &unfinished).await? {
+        if fence::fence_if_restarted(&self.redis, &unfinished).await? > 0 {
             self.metrics.fenced();
         }
         let mut missing = Vec::new();
@@ -184,6 +184,11 @@ impl Reconciler {
             self.mark_warm(&unfinished).await?;
             return Ok(());
         }
+        // On a cluster the marker lives on another shard than the sales a
+        // shard lost, and survived them: take it back, so that gateways
+        // answer "being restored" (503) for them, not `sale_not_found`.
+        let mut con = self.redis.clone();
+        redis::AsyncCommands::del::<_, i64>(&mut con, seckill_common::stock::WARM_MARKER).await?;
         let Some((_local, lock)) = self.exclusive(false).await? else {
             return Ok(());
         };

@@ -3,9 +3,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::Script;
 use sea_orm::DatabaseConnection;
+use seckill_common::redis_conn::Conn;
 use serde::Serialize;
 
 use seckill_common::domain::SaleId;
@@ -159,7 +159,7 @@ pub struct Judge<'a> {
 /// `None` when the sale vanished from Redis or PostgreSQL meanwhile.
 pub async fn reconcile(
     db: &DatabaseConnection,
-    redis: &ConnectionManager,
+    redis: &Conn,
     id: &SaleId,
     judge: &Judge<'_>,
 ) -> Result<Option<SaleReport>, ReconcileError> {
