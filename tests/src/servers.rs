@@ -95,6 +95,132 @@ impl PrivateRedis {
     }
 }
 
+/// A Redis Cluster of this test only: three masters, no replicas, made
+/// with `redis-cli --cluster create` as an operator would. Its nodes are
+/// given to the services as `SECKILL_REDIS__CLUSTER_NODES`.
+pub struct RedisCluster {
+    pub nodes: Vec<Process>,
+    pub ports: Vec<u16>,
+}
+
+impl RedisCluster {
+    pub async fn start(name: &str) -> Self {
+        let mut nodes = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..3 {
+            // The bus port is given too: port + 10000 may not exist.
+            let (port, bus) = (free_port(), free_port());
+            let dir = state_dir().join(format!("{name}-cluster-{i}"));
+            std::fs::create_dir_all(&dir).expect("cluster node dir");
+            let args = [
+                "--port",
+                &port.to_string(),
+                "--cluster-port",
+                &bus.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.display().to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            let mut node = Process::new(
+                &format!("{name}-cluster-{i}"),
+                PathBuf::from("redis-server"),
+                args,
+                Default::default(),
+            );
+            node.start();
+            nodes.push(node);
+            ports.push(port);
+        }
+        for &port in &ports {
+            wait_for_ping(port).await;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = crate::wait::blocking(|| {
+            create
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .output()
+                .expect("redis-cli runs")
+        });
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every node must agree the cluster is up before a client maps it.
+        for &port in &ports {
+            wait_until(
+                &format!("cluster node :{port} to report cluster_state:ok"),
+                Duration::from_secs(30),
+                || async move {
+                    let info: String = query(port, redis::cmd("CLUSTER").arg("INFO")).await?;
+                    info.contains("cluster_state:ok").then_some(())
+                },
+            )
+            .await;
+        }
+        Self { nodes, ports }
+    }
+
+    /// `SECKILL_REDIS__CLUSTER_NODES`: every node.
+    pub fn nodes_setting(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The port of the master that holds `key`'s slot: the one node that
+    /// answers a command on it (the others answer MOVED).
+    pub async fn port_of(&self, key: &str) -> u16 {
+        for &port in &self.ports {
+            if query::<i64>(port, redis::cmd("EXISTS").arg(key))
+                .await
+                .is_some()
+            {
+                return port;
+            }
+        }
+        panic!("no node owns {key}")
+    }
+}
+
+/// One command to one node, answered or `None`.
+async fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> Option<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut con = client.get_multiplexed_async_connection().await.ok()?;
+    cmd.query_async(&mut con).await.ok()
+}
+
+async fn wait_for_ping(port: u16) {
+    wait_until(
+        &format!("redis :{port} to answer PING"),
+        Duration::from_secs(30),
+        || async move {
+            query::<String>(port, &mut redis::cmd("PING"))
+                .await
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
 /// A PostgreSQL cluster of this test only: initdb'd into a temporary
 /// directory as the `postgres` OS user (the server refuses to run as root),
 /// fsync off (a test's throwaway cluster can afford losing itself in a crash).

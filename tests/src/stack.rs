@@ -11,7 +11,7 @@ use seckill_common::transport::Transport;
 
 use crate::process::{binary, free_port, nisshi, Process};
 use crate::proxy::FaultProxy;
-use crate::servers::{state_dir, PrivatePostgres, PrivateRedis};
+use crate::servers::{state_dir, PrivatePostgres, PrivateRedis, RedisCluster};
 use crate::wait::{poll_until, wait_until};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
@@ -54,6 +54,9 @@ pub struct StackOptions {
     /// With `private_redis`: an append-only file, so a restart comes back
     /// with its data rather than empty.
     pub redis_persistent: bool,
+    /// A Redis Cluster of this stack only, three masters
+    /// ([`Stack::redis_cluster`]); every service is given its nodes.
+    pub redis_cluster: bool,
     /// A PostgreSQL cluster of this stack only ([`Stack::private_postgres`]).
     pub private_postgres: bool,
     /// The gateway reaches Redis through a [`FaultProxy`] ([`Stack::redis_proxy`]);
@@ -82,6 +85,8 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Set with [`StackOptions::private_redis`].
     pub private_redis: Option<PrivateRedis>,
+    /// Set with [`StackOptions::redis_cluster`].
+    pub redis_cluster: Option<RedisCluster>,
     /// Set with [`StackOptions::gateway_redis_proxy`].
     pub redis_proxy: Option<FaultProxy>,
     /// Set with [`StackOptions::broker_proxy`].
@@ -103,9 +108,15 @@ impl Stack {
             true => Some(PrivateRedis::start(&id, options.redis_persistent).await),
             false => None,
         };
-        let redis_url = match &private_redis {
-            Some(r) => r.url.clone(),
-            None => required("SECKILL_TEST_REDIS_URL"),
+        let redis_cluster = match options.redis_cluster {
+            true => Some(RedisCluster::start(&id).await),
+            false => None,
+        };
+        let redis_url = match (&private_redis, &redis_cluster) {
+            (Some(r), _) => r.url.clone(),
+            // `url` is not used with cluster nodes; one node, for tools.
+            (None, Some(c)) => format!("redis://127.0.0.1:{}", c.ports[0]),
+            (None, None) => required("SECKILL_TEST_REDIS_URL"),
         };
         let private_postgres = match options.private_postgres {
             true => Some(PrivatePostgres::start(&id).await),
@@ -196,6 +207,12 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        if let Some(cluster) = &redis_cluster {
+            common.insert(
+                "SECKILL_REDIS__CLUSTER_NODES".into(),
+                cluster.nodes_setting(),
+            );
+        }
         common.extend(options.env.iter().cloned());
 
         let service = |name: &str, port: u16, extra: Vec<(String, String)>| {
@@ -281,6 +298,7 @@ impl Stack {
                 .build()
                 .expect("client"),
             private_redis,
+            redis_cluster,
             redis_proxy,
             broker_proxy,
             private_postgres,
@@ -484,10 +502,19 @@ impl Stack {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis_url.as_str())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
+    /// A connection to this stack's Redis, as its services make it: to the
+    /// cluster when it has one.
+    pub async fn redis(&self) -> seckill_common::redis_conn::Conn {
+        let settings = seckill_common::settings::RedisSettings {
+            url: self.redis_url.as_str().into(),
+            cluster_nodes: self
+                .redis_cluster
+                .as_ref()
+                .map(RedisCluster::nodes_setting)
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        seckill_common::redis_conn::connect(&settings)
             .await
             .expect("redis reachable")
     }

@@ -3,6 +3,8 @@
 // The read path is tested beside the purchase path: one binary less to link.
 #[path = "purchase_path/read_path.rs"]
 mod read_path;
+#[path = "purchase_path/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "purchase_path/redis_tls.rs"]
 mod redis_tls;
 
