@@ -7,6 +7,11 @@ use gateway::startup::Application;
 use seckill_common::domain::UserId;
 use seckill_common::shutdown::Shutdown;
 
+/// mimalloc, not glibc's malloc: a purchase allocates many small, short-lived
+/// buffers across threads (docs/benchmarks.md, "The cost of a purchase").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The seckill gateway. Configuration comes from `SECKILL_*` environment
 /// variables (and an optional `SECKILL_CONFIG` file); see the README.
 #[derive(Parser)]

@@ -10,6 +10,11 @@ use seckill_common::service;
 use seckill_common::shutdown::Shutdown;
 use seckill_common::telemetry;
 
+/// mimalloc, not glibc's malloc: a purchase allocates many small, short-lived
+/// buffers across threads (docs/benchmarks.md, "The cost of a purchase").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,
