@@ -61,6 +61,9 @@ impl EventProducer {
                 "request.timeout.ms",
                 millis(settings.produce_timeout.min(Duration::from_secs(30))),
             )
+            // librdkafka leaves Nagle's algorithm on: a small produce request
+            // would then wait for the previous one's (possibly delayed) ACK.
+            .set("socket.nagle.disable", "true")
             .set("retry.backoff.ms", "50")
             .set("retry.backoff.max.ms", "500")
             .set("socket.timeout.ms", "3000")
@@ -225,6 +228,7 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<EventConsume
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", group_id)
+        .set("socket.nagle.disable", "true")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "500")
         .set("enable.auto.offset.store", "false")

@@ -82,6 +82,7 @@ async fn cluster(
     nodes: &[&str],
 ) -> redis::RedisResult<ClusterConnection> {
     let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+        .tcp_settings(tcp())
         .connection_timeout(settings.connect_timeout)
         .response_timeout(settings.response_timeout)
         .retries(3)
@@ -102,6 +103,13 @@ async fn cluster(
     builder.build()?.get_async_connection().await
 }
 
+/// `TCP_NODELAY` (the redis crate leaves Nagle's algorithm on): many
+/// requests share one multiplexed connection, and with Nagle a small write
+/// waits for the previous one's ACK, which the kernel may delay up to 40 ms.
+fn tcp() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 fn read_ca(path: &std::path::Path) -> redis::RedisResult<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         redis::RedisError::from((
@@ -115,7 +123,11 @@ fn read_ca(path: &std::path::Path) -> redis::RedisResult<Vec<u8>> {
 /// The client for `settings`: the URL, then the credentials and the CA file
 /// that are given apart from it.
 pub fn client(settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
-    let mut info = settings.url.expose().into_connection_info()?;
+    let mut info = settings
+        .url
+        .expose()
+        .into_connection_info()?
+        .set_tcp_settings(tcp());
     let mut auth = info.redis_settings().clone();
     if let Some(user) = &settings.username {
         auth = auth.set_username(user);
