@@ -19,50 +19,52 @@ use std::time::Duration;
 
 use crate::events::Event;
 
-static BATCH_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
-    std::env::var("SECKILL_FAULT__BATCH_DELAY_MS")
+/// A delay hook's setting: `var` as milliseconds, when set.
+fn delay_from(var: &str) -> Option<Duration> {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
-});
+}
 
-static ABORT_ON_USER: LazyLock<Option<String>> =
-    LazyLock::new(|| std::env::var("SECKILL_FAULT__ABORT_ON_USER").ok());
-
-static MARK_WARM_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
-    std::env::var("SECKILL_FAULT__MARK_WARM_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-});
-
-static FENCE_DELAY: LazyLock<Option<Duration>> = LazyLock::new(|| {
-    std::env::var("SECKILL_FAULT__FENCE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-});
-
-/// Between the two deletions of a fence, if enabled.
-pub async fn inside_fence() {
-    if let Some(delay) = *FENCE_DELAY {
-        tracing::warn!(
-            ?delay,
-            "fault hook SECKILL_FAULT__FENCE_DELAY_MS: holding a fence half done"
-        );
+/// Sleeps `delay`, if the hook is enabled, saying so in the log.
+async fn hold(delay: Option<Duration>, hook: &str, what: &str) {
+    if let Some(delay) = delay {
+        tracing::warn!(?delay, hook, "fault hook: {what}");
         tokio::time::sleep(delay).await;
     }
 }
 
+static BATCH_DELAY: LazyLock<Option<Duration>> =
+    LazyLock::new(|| delay_from("SECKILL_FAULT__BATCH_DELAY_MS"));
+
+static ABORT_ON_USER: LazyLock<Option<String>> =
+    LazyLock::new(|| std::env::var("SECKILL_FAULT__ABORT_ON_USER").ok());
+
+static MARK_WARM_DELAY: LazyLock<Option<Duration>> =
+    LazyLock::new(|| delay_from("SECKILL_FAULT__MARK_WARM_DELAY_MS"));
+
+static FENCE_DELAY: LazyLock<Option<Duration>> =
+    LazyLock::new(|| delay_from("SECKILL_FAULT__FENCE_DELAY_MS"));
+
+/// Between the two deletions of a fence, if enabled.
+pub async fn inside_fence() {
+    hold(
+        *FENCE_DELAY,
+        "SECKILL_FAULT__FENCE_DELAY_MS",
+        "holding a fence half done",
+    )
+    .await;
+}
+
 /// Before the warm marker is set, if enabled.
 pub async fn before_mark_warm() {
-    if let Some(delay) = *MARK_WARM_DELAY {
-        tracing::warn!(
-            ?delay,
-            "fault hook SECKILL_FAULT__MARK_WARM_DELAY_MS: holding the warm marker"
-        );
-        tokio::time::sleep(delay).await;
-    }
+    hold(
+        *MARK_WARM_DELAY,
+        "SECKILL_FAULT__MARK_WARM_DELAY_MS",
+        "holding the warm marker",
+    )
+    .await;
 }
 
 /// Runs the enabled hooks for a batch (its events) about to be handled.
@@ -76,11 +78,10 @@ pub async fn before_batch<'a>(mut events: impl Iterator<Item = &'a Event>) {
             std::process::abort();
         }
     }
-    if let Some(delay) = *BATCH_DELAY {
-        tracing::warn!(
-            ?delay,
-            "fault hook SECKILL_FAULT__BATCH_DELAY_MS: holding the batch"
-        );
-        tokio::time::sleep(delay).await;
-    }
+    hold(
+        *BATCH_DELAY,
+        "SECKILL_FAULT__BATCH_DELAY_MS",
+        "holding the batch",
+    )
+    .await;
 }
