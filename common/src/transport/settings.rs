@@ -97,3 +97,53 @@ impl Bus<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus<'a>(
+        transport: Transport,
+        kafka: &'a KafkaSettings,
+        streams: &'a StreamsSettings,
+        redis: &'a RedisSettings,
+    ) -> Bus<'a> {
+        Bus {
+            transport,
+            kafka,
+            streams,
+            redis,
+        }
+    }
+
+    #[test]
+    fn a_cluster_runs_kafka_and_refuses_streams() {
+        let (kafka, streams) = (KafkaSettings::default(), StreamsSettings::default());
+        let cluster = RedisSettings {
+            cluster_nodes: "redis://10.0.0.1:6379, redis://10.0.0.2:6379".into(),
+            ..RedisSettings::default()
+        };
+        assert_eq!(cluster.cluster_nodes().len(), 2);
+        assert!(bus(Transport::Kafka, &kafka, &streams, &cluster)
+            .validate()
+            .is_ok());
+        let refused = bus(Transport::RedisStreams, &kafka, &streams, &cluster).validate();
+        assert!(format!("{refused:?}").contains("does not run on a Redis Cluster"));
+        let single = RedisSettings::default();
+        assert!(single.cluster_nodes().is_empty());
+        assert!(bus(Transport::RedisStreams, &kafka, &streams, &single)
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn a_cluster_node_that_is_not_a_redis_url_is_refused_without_echoing_it() {
+        let redis = RedisSettings {
+            cluster_nodes: "redis://ok:6379,secret-password@host".into(),
+            ..RedisSettings::default()
+        };
+        let error = format!("{:?}", redis.validate());
+        assert!(error.contains("entry 2"), "{error}");
+        assert!(!error.contains("secret-password"), "{error}");
+    }
+}
