@@ -77,21 +77,7 @@ impl PrivateRedis {
     }
 
     async fn wait_up(&mut self) {
-        let port = self.port;
-        wait_until(
-            &format!("redis :{port} to answer PING"),
-            Duration::from_secs(30),
-            || async move {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-                let mut con = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut con)
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        wait_for_ping(self.port).await;
     }
 }
 

@@ -512,6 +512,8 @@ impl Stack {
                 .as_ref()
                 .map(RedisCluster::nodes_setting)
                 .unwrap_or_default(),
+            // A test's look, not a purchase: it may wait for a busy machine.
+            response_timeout: Duration::from_secs(10),
             ..Default::default()
         };
         seckill_common::redis_conn::connect(&settings)

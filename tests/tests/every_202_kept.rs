@@ -688,7 +688,7 @@ async fn a_sale_being_fenced_is_never_answered_not_found() {
         async move {
             let id: Option<String> = redis::cmd("HGET")
                 .arg(key)
-                .arg("run_id")
+                .arg(seckill_common::stock::field::RUN_ID)
                 .query_async(&mut redis)
                 .await
                 .ok()?;

@@ -28,15 +28,15 @@ use seckill_common::domain::SaleId;
 use seckill_common::redis_conn::Conn;
 use seckill_common::stock::{SaleKeys, WARM_MARKER};
 
-/// KEYS: the sale hash, its buyers. ARGV[1]: `look` or `fence`. Returns 1
-/// when the sale was written to another Redis process (and, with `fence`,
-/// deletes it); 0 otherwise. A sale without a record (written by an older
-/// version) is recorded as verified. `INFO` runs inside the script so that
-/// it asks the node that holds the sale.
+/// KEYS: the sale hash, its buyers. ARGV[1]: `look` or `fence`. Returns -1
+/// when the sale is missing; 1 when it was written to another Redis process
+/// (and, with `fence`, deletes it); 0 otherwise. A sale without a record
+/// (written by an older version) is recorded as verified. `INFO` runs inside
+/// the script so that it asks the node that holds the sale.
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
         local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
         if not run then return 0 end
         local seen = redis.call('HGET', KEYS[1], 'run_id')
@@ -51,29 +51,54 @@ static CHECK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-async fn check(con: &mut Conn, sale: &SaleId, mode: &str) -> Result<bool, RedisError> {
+/// What one look at a sale found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Missing,
+    Verified,
+    Stale,
+}
+
+async fn check(con: &mut Conn, sale: &SaleId, mode: &str) -> Result<Found, RedisError> {
     let keys = SaleKeys::new(sale);
-    let stale: i64 = CHECK
+    let found: i64 = CHECK
         .key(&keys.sale)
         .key(&keys.buyers)
         .arg(mode)
         .invoke_async(con)
         .await?;
-    Ok(stale == 1)
+    Ok(match found {
+        -1 => Found::Missing,
+        1 => Found::Stale,
+        _ => Found::Verified,
+    })
 }
 
-/// Fences every sale of `unfinished` that is held by a Redis process other
-/// than the one it was written to. Returns how many it fenced.
-pub async fn fence_if_restarted(redis: &Conn, unfinished: &[SaleId]) -> Result<usize, RedisError> {
+/// The unfinished sales as one round of checks left them.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Sales fenced by this round.
+    pub fenced: usize,
+    /// Sales not in Redis now: missing before, or fenced.
+    pub missing: Vec<SaleId>,
+}
+
+/// Looks at every sale of `unfinished` (one script each): which are
+/// missing, and which are held by a Redis process other than the one they
+/// were written to. Those are fenced.
+pub async fn check_all(redis: &Conn, unfinished: &[SaleId]) -> Result<Checked, RedisError> {
     let mut con = redis.clone();
+    let mut checked = Checked::default();
     let mut stale = Vec::new();
     for sale in unfinished {
-        if check(&mut con, sale, "look").await? {
-            stale.push(sale);
+        match check(&mut con, sale, "look").await? {
+            Found::Missing => checked.missing.push(sale.clone()),
+            Found::Stale => stale.push(sale),
+            Found::Verified => {}
         }
     }
     if stale.is_empty() {
-        return Ok(0);
+        return Ok(checked);
     }
     // The marker first: a gateway that finds a sale missing asks it
     // whether Redis is warm. With the sale gone and the marker still
@@ -81,16 +106,20 @@ pub async fn fence_if_restarted(redis: &Conn, unfinished: &[SaleId]) -> Result<u
     // "being restored, retry" (503).
     let _: i64 = con.del(WARM_MARKER).await?;
     seckill_common::fault::inside_fence().await;
-    let mut fenced = 0;
     for sale in stale {
-        if check(&mut con, sale, "fence").await? {
-            fenced += 1;
+        match check(&mut con, sale, "fence").await? {
+            Found::Stale => {
+                checked.fenced += 1;
+                checked.missing.push(sale.clone());
+            }
+            Found::Missing => checked.missing.push(sale.clone()),
+            Found::Verified => {}
         }
     }
     tracing::warn!(
-        sales = fenced,
+        sales = checked.fenced,
         "sales held by a Redis process other than the one they were written to \
          (restart or failover) are fenced until they are warmed again from PostgreSQL"
     );
-    Ok(fenced)
+    Ok(checked)
 }

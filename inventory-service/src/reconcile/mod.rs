@@ -167,16 +167,13 @@ impl Reconciler {
     /// the sale, so they answer 503 (retry), not `sale_not_found`.
     pub async fn rewarm_missing(&self) -> Result<(), ReconcileError> {
         let unfinished = self.unfinished_sales().await?;
-        if fence::fence_if_restarted(&self.redis, &unfinished).await? > 0 {
+        let checked = fence::check_all(&self.redis, &unfinished).await?;
+        if checked.fenced > 0 {
             self.metrics.fenced();
         }
-        let mut missing = Vec::new();
-        for id in &unfinished {
-            if self.is_present(id).await? {
-                self.forget_missing(id);
-            } else {
-                missing.push(id.clone());
-            }
+        let missing = checked.missing;
+        for id in unfinished.iter().filter(|id| !missing.contains(id)) {
+            self.forget_missing(id);
         }
         if missing.is_empty() {
             // Every unfinished sale is there: say so, so that gateways tell
