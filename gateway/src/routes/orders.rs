@@ -245,11 +245,18 @@ async fn reserve(
         redis_conn::within(state.redis_timeout, script).await
     };
     // An open breaker refuses before the script is sent: nothing to undo,
-    // and no wait for a connection to a Redis known to be down.
+    // and no wait for a connection to a Redis known to be down. Half-open,
+    // a PING is the trial, not this purchase: a purchase that is refused
+    // was certainly not taken, where a lost script answer is unknown.
+    let probe = async {
+        let mut redis = crate::worker_redis::connection(state).await;
+        let ping = redis::cmd("PING");
+        redis_conn::within(state.redis_timeout, ping.query_async::<()>(&mut redis)).await
+    };
     let answer = state
         .breakers
         .redis
-        .call(script, |_| true)
+        .call_probed(script, Some(probe), |_| true)
         .instrument(span.clone())
         .await
         .inspect_err(|_| {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
+use seckill_common::transport::Transport;
 use seckill_tests::scrape::metric_sum;
 use seckill_tests::{wait_until, Stack, StackOptions};
 
@@ -193,4 +194,65 @@ async fn inventory_down_uncached_reads_fail_fast_instead_of_piling_up() {
         "the breaker refused the fills: {by_breaker}"
     );
     assert_eq!(breaker(&stack, &url, STATE, "inventory-service").await, 2.0);
+}
+
+/// On Redis Streams a purchase whose script answer is lost is answered 504
+/// `order_outcome_unknown`. So a half-open breaker must not make a purchase
+/// its trial: it sends a PING, and while Redis is still away every purchase
+/// is refused unsent, 503, however many cool-downs pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_half_open_breaker_tries_redis_with_a_ping_not_a_purchase() {
+    let stack = Stack::start_with(StackOptions {
+        transport: Some(Transport::RedisStreams),
+        gateway_redis_proxy: true,
+        gateway_env: vec![
+            ("SECKILL_BREAKER__FAILURES".into(), "3".into()),
+            ("SECKILL_BREAKER__COOL_DOWN_MS".into(), "300".into()),
+            ("SECKILL_REDIS__RESPONSE_TIMEOUT_MS".into(), "1000".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    let sale = stack.active_sale(50).await;
+    let purchase = |user: String| {
+        let url = format!("{}/api/v1/sales/{sale}/orders", stack.gateway_url);
+        let token = stack.token(&user);
+        timed(stack.http.post(url).bearer_auth(token).json(&json!({})))
+    };
+    stack.redis_proxy.as_ref().expect("redis proxy").cut();
+    // Before it opens, a lost answer may be 504: the script may have run.
+    let mut tried = 0;
+    wait_until("the redis breaker to open", Duration::from_secs(30), || {
+        tried += 1;
+        let answer = purchase(format!("early-{tried}"));
+        async move { is_open(&answer.await).then_some(()) }
+    })
+    .await;
+
+    // Open, then half-open every 300 ms: a few trials fail while we ask.
+    let failed_before = probes(&stack, "failed").await;
+    let started = Instant::now();
+    let mut asked = 0;
+    while probes(&stack, "failed").await - failed_before < 3.0 {
+        assert!(
+            asked < 200 && started.elapsed() < Duration::from_secs(30),
+            "no half-open trial in {asked} purchases"
+        );
+        asked += 1;
+        let answer = purchase(format!("later-{asked}")).await;
+        assert!(is_open(&answer), "{} {}", answer.status, answer.body);
+    }
+    assert_eq!(probes(&stack, "ok").await, 0.0);
+}
+
+/// The redis breaker's half-open probes with `outcome` (ok, failed).
+async fn probes(stack: &Stack, outcome: &str) -> f64 {
+    let labels = [("dependency", "redis"), ("outcome", outcome)];
+    metric_sum(
+        &stack.http,
+        &stack.gateway_url,
+        "seckill_breaker_probes_total",
+        &labels,
+    )
+    .await
 }
