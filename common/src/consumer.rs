@@ -18,8 +18,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::events::Envelope;
-use crate::kafka::{context_from_fields, set_parent};
+use crate::kafka::context_from_fields;
 use crate::retry::Backoff;
+use crate::sampling;
 use crate::settings::KafkaSettings;
 use crate::shutdown::Shutdown;
 use crate::transport::{DeadLetter, Delivery, Position, Publisher, Source};
@@ -253,25 +254,27 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         Position::Kafka { .. } => "kafka",
         Position::Stream { .. } => "redis",
     };
-    let receive = tracing::info_span!(
-        "kafka.receive",
-        otel.name = %format!("{topic} receive"),
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = system,
-        messaging.operation = "receive",
-        messaging.destination.name = %topic,
-        messaging.kafka.destination.partition = tracing::field::Empty,
-        messaging.kafka.message.offset = tracing::field::Empty,
-        messaging.kafka.message.key = tracing::field::Empty,
-        messaging.redis.stream = tracing::field::Empty,
-        messaging.redis.message.key = tracing::field::Empty,
-        messaging.redis.entry_id = tracing::field::Empty,
-        messaging.message.id = tracing::field::Empty,
-        error.message = tracing::field::Empty,
-    );
+    // A message of a dropped trace gets spans OpenTelemetry never sees.
+    let receive = sampling::edge_span(parent.clone(), || {
+        tracing::info_span!(
+            "kafka.receive",
+            otel.name = %format!("{topic} receive"),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = system,
+            messaging.operation = "receive",
+            messaging.destination.name = %topic,
+            messaging.kafka.destination.partition = tracing::field::Empty,
+            messaging.kafka.message.offset = tracing::field::Empty,
+            messaging.kafka.message.key = tracing::field::Empty,
+            messaging.redis.stream = tracing::field::Empty,
+            messaging.redis.message.key = tracing::field::Empty,
+            messaging.redis.entry_id = tracing::field::Empty,
+            messaging.message.id = tracing::field::Empty,
+            error.message = tracing::field::Empty,
+        )
+    });
     record_position(&receive, &delivery.position, &key);
-    set_parent(&receive, parent.clone());
     let decoded = delivery
         .payload()
         .and_then(|payload| Envelope::from_json(payload).map_err(|e| e.to_string()));
@@ -288,24 +291,25 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         tracing::field::display(envelope.event_id),
     );
     drop(receive);
-    let span = tracing::info_span!(
-        "kafka.process",
-        otel.name = %format!("{topic} process"),
-        otel.kind = "consumer",
-        messaging.system = system,
-        messaging.operation = "process",
-        messaging.destination.name = %topic,
-        messaging.kafka.destination.partition = tracing::field::Empty,
-        messaging.kafka.message.offset = tracing::field::Empty,
-        messaging.kafka.message.key = tracing::field::Empty,
-        messaging.redis.stream = tracing::field::Empty,
-        messaging.redis.message.key = tracing::field::Empty,
-        messaging.redis.entry_id = tracing::field::Empty,
-        messaging.message.id = %envelope.event_id,
-        event.type = envelope.event.type_name(),
-    );
+    let span = sampling::edge_span(parent, || {
+        tracing::info_span!(
+            "kafka.process",
+            otel.name = %format!("{topic} process"),
+            otel.kind = "consumer",
+            messaging.system = system,
+            messaging.operation = "process",
+            messaging.destination.name = %topic,
+            messaging.kafka.destination.partition = tracing::field::Empty,
+            messaging.kafka.message.offset = tracing::field::Empty,
+            messaging.kafka.message.key = tracing::field::Empty,
+            messaging.redis.stream = tracing::field::Empty,
+            messaging.redis.message.key = tracing::field::Empty,
+            messaging.redis.entry_id = tracing::field::Empty,
+            messaging.message.id = %envelope.event_id,
+            event.type = envelope.event.type_name(),
+        )
+    });
     record_position(&span, &delivery.position, &key);
-    set_parent(&span, parent);
     Ok(Incoming {
         topic: topic.to_owned(),
         position: delivery.position.clone(),

@@ -14,7 +14,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::events::Envelope;
 use crate::settings::KafkaSettings;
@@ -291,7 +290,7 @@ pub fn inject_trace_context(span: &tracing::Span, headers: OwnedHeaders) -> Owne
         }
     }
     let mut injector = HeaderInjector(Some(headers));
-    let cx = span.context();
+    let cx = crate::sampling::context(span);
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut injector));
     injector.0.unwrap_or_default()
 }
@@ -300,7 +299,7 @@ pub fn inject_trace_context(span: &tracing::Span, headers: OwnedHeaders) -> Owne
 /// what a Redis Streams entry carries beside its payload.
 pub fn trace_fields(span: &tracing::Span) -> std::collections::HashMap<String, String> {
     let mut fields = std::collections::HashMap::new();
-    let cx = span.context();
+    let cx = crate::sampling::context(span);
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
     fields
 }
@@ -320,17 +319,8 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     trace_fields(span).remove("traceparent")
 }
 
-/// The context a stored `traceparent` names: make it the parent of the span
-/// the deferred produce runs in (`span.set_parent(...)`).
-/// Makes `cx` the parent of a span that has not started yet. That can only
-/// fail once the span has started, which would be a bug here: it is logged,
-/// and the span stays a root rather than failing the message.
-pub fn set_parent(span: &tracing::Span, cx: opentelemetry::Context) {
-    if let Err(error) = span.set_parent(cx) {
-        tracing::debug!(?error, "span started before its parent was set");
-    }
-}
-
+/// The context a stored `traceparent` names: the parent of the span the
+/// deferred produce runs in (`sampling::edge_span`).
 pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
     context_from_fields(&std::collections::HashMap::from([(
         "traceparent".to_owned(),
@@ -364,7 +354,7 @@ mod tests {
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         let child = tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("deferred");
-            set_parent(&span, cx);
+            crate::sampling::set_parent(&span, cx);
             traceparent_of(&span)
         })
         .expect("a traceparent");

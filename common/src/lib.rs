@@ -10,6 +10,7 @@
 //! * [`stock`]: the Redis layout of a sale and the script that returns a reservation.
 //! * [`settings`]: layered, validated configuration (defaults, file, environment).
 //! * [`telemetry`]: JSON logs and OpenTelemetry traces, set up once per process.
+//! * [`sampling`]: the spans of a dropped trace skip OpenTelemetry.
 //! * [`http`]: the JSON error shape and the health endpoints.
 //! * [`internal_auth`]: the shared secret that guards the services' internal routes.
 //! * [`request_span`]: the root span of each HTTP request, and which answers are logged.
@@ -32,6 +33,7 @@ pub mod redis_conn;
 pub mod request_span;
 pub mod retry;
 pub mod sale_terms;
+pub mod sampling;
 pub mod service;
 pub mod settings;
 pub mod shutdown;

@@ -19,8 +19,13 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
+    /// tracing-actix-web continues the caller's `traceparent` and starts
+    /// the span (the sampler decides there); if it dropped the trace, the
+    /// request's spans skip OpenTelemetry (`sampling`).
     fn on_request_start(request: &ServiceRequest) -> Span {
-        DefaultRootSpanBuilder::on_request_start(request)
+        let span = DefaultRootSpanBuilder::on_request_start(request);
+        crate::sampling::follow(&span);
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {

@@ -31,6 +31,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 
+use crate::sampling::{self, HeadSampled};
+
 /// Which spans become OpenTelemetry spans, in `RUST_LOG` syntax. Separate
 /// from `RUST_LOG`, which only decides what is logged.
 pub const TRACES_FILTER_VAR: &str = "SECKILL_TRACES_FILTER";
@@ -79,12 +81,14 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
     // thread attributes (a `String` per span), and the context activation
     // on each enter (nothing here reads `Context::current`; propagation
     // takes the context from the span itself).
+    // The spans of a trace the sampler dropped never reach it at all
+    // (`sampling`): with 5 % sampled, most spans would be built for nothing.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service_name))
         .with_tracked_inactivity(false)
         .with_threads(false)
-        .with_context_activation(false)
-        .with_filter(trace_filter);
+        .with_context_activation(false);
+    let otel = HeadSampled::new(otel).with_filter(trace_filter);
     tracing_subscriber::registry()
         .with(otel)
         .with(logs)
@@ -162,13 +166,15 @@ where
             let otel = tracing::dispatcher::get_default(|dispatch| {
                 tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
             });
-            if let Some(cx) = otel {
-                let span = cx.span();
-                let ids = span.span_context();
-                if ids.is_valid() {
-                    line.insert("trace_id".into(), ids.trace_id().to_string().into());
-                    line.insert("span_id".into(), ids.span_id().to_string().into());
-                }
+            // A span of a dropped trace has no OpenTelemetry span: its line
+            // names the trace, and the span it continues.
+            let ids = otel
+                .map(|cx| cx.span().span_context().clone())
+                .filter(|ids| ids.is_valid())
+                .or_else(|| sampling::dropped_context_of(&span));
+            if let Some(ids) = ids {
+                line.insert("trace_id".into(), ids.trace_id().to_string().into());
+                line.insert("span_id".into(), ids.span_id().to_string().into());
             }
         }
         writeln!(writer, "{}", Value::Object(line))

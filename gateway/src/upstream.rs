@@ -10,7 +10,6 @@ use std::time::Duration;
 use reqwest::{Client, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use seckill_common::http::ApiError;
 
@@ -232,8 +231,5 @@ impl Upstream {
 /// `tracestate` when there is one), from the global propagator. Empty when
 /// tracing is off.
 fn trace_headers() -> HashMap<String, String> {
-    let cx = tracing::Span::current().context();
-    let mut headers = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
-    headers
+    seckill_common::kafka::trace_fields(&tracing::Span::current())
 }

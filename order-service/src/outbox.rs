@@ -165,9 +165,11 @@ impl Relay {
 /// there is one, so the produce span (and every consumer after it) joins the
 /// trace of the work that wrote the row.
 fn publish_span(id: i64, key: &str, traceparent: Option<&str>) -> tracing::Span {
-    let span = tracing::info_span!("outbox.publish", outbox.id = id, order.id = %key);
-    if let Some(traceparent) = traceparent {
-        seckill_common::kafka::set_parent(&span, context_from_traceparent(traceparent));
-    }
-    span
+    let parent = traceparent
+        .map(context_from_traceparent)
+        .unwrap_or_default();
+    seckill_common::sampling::edge_span(
+        parent,
+        || tracing::info_span!("outbox.publish", outbox.id = id, order.id = %key),
+    )
 }
