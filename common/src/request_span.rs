@@ -16,16 +16,33 @@ use actix_web::Error;
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 
+use crate::sampling::{self, Decision};
+
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
-    /// tracing-actix-web continues the caller's `traceparent` and starts
-    /// the span (the sampler decides there); if it dropped the trace, the
-    /// request's spans skip OpenTelemetry (`sampling`).
+    /// The sampler decides first, on the caller's `traceparent` if it sent
+    /// one. A sampled request gets tracing-actix-web's root span (which
+    /// continues that `traceparent`); a dropped one gets a bare span that
+    /// OpenTelemetry never sees, nor anything under it (`sampling`), while
+    /// its trace id still travels with the work it causes.
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let span = DefaultRootSpanBuilder::on_request_start(request);
-        crate::sampling::follow(&span);
-        span
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&Headers(request.headers()))
+        });
+        match sampling::decide(&parent, "HTTP request") {
+            Decision::Sampled => {
+                sampling::sampled(|| DefaultRootSpanBuilder::on_request_start(request))
+            }
+            Decision::Dropped(ids) => {
+                sampling::within_dropped(ids, || tracing::info_span!("HTTP request"))
+            }
+            Decision::Unknown => {
+                let span = DefaultRootSpanBuilder::on_request_start(request);
+                sampling::follow(&span);
+                span
+            }
+        }
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
@@ -53,6 +70,19 @@ fn log_failure(span: &Span, status: StatusCode, error: &dyn actix_web::ResponseE
         tracing::error!(parent: span, status = status.as_u16(), "request failed: {error:?}");
     } else {
         tracing::debug!(parent: span, status = status.as_u16(), "request refused: {error:?}");
+    }
+}
+
+/// A request's headers, for the propagator to read `traceparent` from.
+struct Headers<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
 

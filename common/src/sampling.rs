@@ -14,10 +14,16 @@
 //! id: it travels on (a `traceparent` with flags `00`, see [`context`]), so
 //! the next service drops it too rather than start a trace of its own, and
 //! every log line of the purchase names it (`telemetry`).
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
 
-use opentelemetry::trace::{SpanContext, TraceContextExt};
-use opentelemetry::Context;
+use opentelemetry::trace::{
+    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, ShouldSample,
+};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -32,6 +38,112 @@ struct Dropped(SpanContext);
 thread_local! {
     /// Set by [`within_dropped`] around one span's creation.
     static PENDING: RefCell<Option<SpanContext>> = const { RefCell::new(None) };
+    /// Set by [`sampled`] while an edge that decided to sample starts its root.
+    static FORCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The sampler the SDK was given, for edges to decide before they build a
+/// span (see [`decide`]). Unset when `OTEL_TRACES_SAMPLER` handed the
+/// choice to the SDK: edges then let the SDK decide on the built span.
+static EDGE_SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+/// The services' sampler: `inner`, except while an edge starts the root of
+/// a trace it already decided to sample. Why: the edge decided on a trace id
+/// of its own, and asking the ratio again about the id the SDK then draws
+/// would sample the square of the ratio.
+#[derive(Debug, Clone)]
+pub struct EdgeSampler {
+    inner: Sampler,
+}
+
+impl EdgeSampler {
+    /// Also makes `inner` the sampler edges decide with.
+    pub fn install(inner: Sampler) -> Self {
+        let _ = EDGE_SAMPLER.set(inner.clone());
+        Self { inner }
+    }
+}
+
+impl ShouldSample for EdgeSampler {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if FORCED.get() {
+            let trace_state = parent
+                .map(|cx| cx.span().span_context().trace_state().clone())
+                .unwrap_or_default();
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state,
+            };
+        }
+        self.inner
+            .should_sample(parent, trace_id, name, kind, attributes, links)
+    }
+}
+
+/// What an edge decided before building any span.
+pub enum Decision {
+    /// Traced: build the root as usual.
+    Sampled,
+    /// Dropped: the work runs in this trace, without OpenTelemetry spans.
+    Dropped(SpanContext),
+    /// No sampler to ask here (`OTEL_TRACES_SAMPLER`): build the root and
+    /// [`follow`] it.
+    Unknown,
+}
+
+/// Decides for work that came with `parent` (empty for a new trace), as the
+/// SDK's sampler would for its root span `name`.
+pub fn decide(parent: &Context, name: &str) -> Decision {
+    let Some(sampler) = EDGE_SAMPLER.get() else {
+        return Decision::Unknown;
+    };
+    let upstream = parent.span().span_context().clone();
+    let ids = if upstream.is_valid() {
+        upstream
+    } else {
+        let ids = RandomIdGenerator::default();
+        SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        )
+    };
+    let parent = upstream_or_none(parent);
+    let answer = sampler.should_sample(parent, ids.trace_id(), name, &SpanKind::Server, &[], &[]);
+    match answer.decision {
+        SamplingDecision::RecordAndSample => Decision::Sampled,
+        _ => Decision::Dropped(SpanContext::new(
+            ids.trace_id(),
+            ids.span_id(),
+            TraceFlags::default(),
+            ids.is_remote(),
+            ids.trace_state().clone(),
+        )),
+    }
+}
+
+fn upstream_or_none(parent: &Context) -> Option<&Context> {
+    parent.span().span_context().is_valid().then_some(parent)
+}
+
+/// Builds the root of a trace the edge decided to sample: the SDK samples it
+/// whatever its ratio says of the trace id it draws.
+pub fn sampled(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    FORCED.set(true);
+    let span = make();
+    FORCED.set(false);
+    span
 }
 
 /// The OpenTelemetry layer (or any layer), shown only the spans of traces
@@ -170,8 +282,9 @@ pub fn edge_span(parent: Context, make: impl FnOnce() -> tracing::Span) -> traci
     span
 }
 
-/// Makes the span `make` creates part of the dropped trace `ids`.
-fn within_dropped(ids: SpanContext, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+/// Makes the span `make` creates part of the dropped trace `ids`: neither
+/// it nor anything under it reaches OpenTelemetry.
+pub fn within_dropped(ids: SpanContext, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     PENDING.with(|p| *p.borrow_mut() = Some(ids));
     let span = make();
     // Taken by the layer, unless the span was filtered out before it.

@@ -109,9 +109,8 @@ fn tracer_provider(service_name: &'static str) -> Result<SdkTracerProvider, Tele
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(1.0)
             .clamp(0.0, 1.0);
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))));
+        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)));
+        builder = builder.with_sampler(sampling::EdgeSampler::install(sampler));
     }
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()

@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use opentelemetry::trace::{Link, SpanKind, TraceFlags, TraceId, TraceState, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+};
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
@@ -120,4 +122,54 @@ fn a_sampled_trace_is_built_span_by_span_as_before() {
         assert!(dropped_context(&child).is_none());
     });
     assert_eq!(asked, 2);
+}
+
+#[test]
+fn an_edge_decides_with_the_sdk_sampler_and_a_root_it_sampled_stays_sampled() {
+    // Nothing is sampled on its own: only what an edge decided is.
+    let never = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.0)));
+    let sampler = EdgeSampler::install(never);
+    let upstream = |flags| {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"),
+            opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    };
+    assert!(matches!(
+        decide(&Context::new(), "HTTP request"),
+        Decision::Dropped(ids) if ids.is_valid() && !ids.is_sampled()
+    ));
+    assert!(matches!(
+        decide(&upstream(TraceFlags::SAMPLED), "HTTP request"),
+        Decision::Sampled
+    ));
+    match decide(&upstream(TraceFlags::default()), "HTTP request") {
+        Decision::Dropped(ids) => assert_eq!(
+            ids.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex")
+        ),
+        _ => panic!("an upstream that dropped the trace is followed"),
+    }
+
+    let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+    let subscriber = tracing_subscriber::registry().with(HeadSampled::new(otel));
+    tracing::subscriber::with_default(subscriber, || {
+        let forced = sampled(|| {
+            let span = tracing::info_span!("HTTP request");
+            follow(&span);
+            span
+        });
+        assert!(forced.context().span().span_context().is_sampled());
+        let child = forced.in_scope(|| tracing::info_span!("script"));
+        assert!(
+            context(&child).span().span_context().is_sampled(),
+            "its children follow it"
+        );
+        let alone = tracing::info_span!("background");
+        assert!(!alone.context().span().span_context().is_sampled());
+    });
 }
