@@ -18,7 +18,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::events::Envelope;
-use crate::kafka::context_from_fields;
+use crate::kafka::{context_from_fields, SpanName};
 use crate::retry::Backoff;
 use crate::sampling;
 use crate::settings::KafkaSettings;
@@ -246,19 +246,32 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
 /// `receive` covers taking the message off the batch and decoding it (a
 /// decode error is recorded there); `process` is the handler's work, the
 /// parent of the service's database and produce spans.
+///
+/// A message of a trace dropped upstream gets neither: one bare span, which
+/// OpenTelemetry never sees and which carries the decision (and the trace
+/// id, for the logs) to the handler's spans. Nobody would read their fields.
 fn decode(delivery: &Delivery) -> Result<Incoming, String> {
     let parent = context_from_fields(&delivery.trace);
+    if let Some(ids) = sampling::dropped_parent(&parent) {
+        let envelope = envelope_of(delivery)?;
+        let span = sampling::within_dropped(ids, || tracing::info_span!("kafka.process"));
+        return Ok(Incoming {
+            topic: delivery.topic.clone(),
+            position: delivery.position.clone(),
+            envelope,
+            span,
+        });
+    }
     let topic = delivery.topic.as_str();
     let key = String::from_utf8_lossy(delivery.key.as_deref().unwrap_or_default());
     let system = match delivery.position {
         Position::Kafka { .. } => "kafka",
         Position::Stream { .. } => "redis",
     };
-    // A message of a dropped trace gets spans OpenTelemetry never sees.
     let receive = sampling::edge_span(parent.clone(), || {
         tracing::info_span!(
             "kafka.receive",
-            otel.name = %format!("{topic} receive"),
+            otel.name = %SpanName(topic, "receive"),
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
             messaging.system = system,
@@ -275,10 +288,7 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         )
     });
     record_position(&receive, &delivery.position, &key);
-    let decoded = delivery
-        .payload()
-        .and_then(|payload| Envelope::from_json(payload).map_err(|e| e.to_string()));
-    let envelope = match decoded {
+    let envelope = match envelope_of(delivery) {
         Ok(envelope) => envelope,
         Err(reason) => {
             receive.record("otel.status_code", "ERROR");
@@ -294,7 +304,7 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
     let span = sampling::edge_span(parent, || {
         tracing::info_span!(
             "kafka.process",
-            otel.name = %format!("{topic} process"),
+            otel.name = %SpanName(topic, "process"),
             otel.kind = "consumer",
             messaging.system = system,
             messaging.operation = "process",
@@ -316,6 +326,12 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         envelope,
         span,
     })
+}
+
+fn envelope_of(delivery: &Delivery) -> Result<Envelope, String> {
+    delivery
+        .payload()
+        .and_then(|payload| Envelope::from_json(payload).map_err(|e| e.to_string()))
 }
 
 fn record_position(span: &tracing::Span, position: &Position, message_key: &str) {

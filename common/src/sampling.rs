@@ -259,7 +259,7 @@ where
 }
 
 /// `parent`'s span context if it names a trace that was dropped upstream.
-fn dropped_parent(parent: &Context) -> Option<SpanContext> {
+pub fn dropped_parent(parent: &Context) -> Option<SpanContext> {
     let ids = parent.span().span_context().clone();
     (ids.is_valid() && !ids.is_sampled()).then_some(ids)
 }

@@ -81,7 +81,7 @@ impl StreamNames for Fixed {
 pub fn publish_span(topic: &str, key: &str, envelope: &Envelope) -> tracing::Span {
     tracing::info_span!(
         "streams.publish",
-        otel.name = %format!("{topic} publish"),
+        otel.name = %crate::kafka::SpanName(topic, "publish"),
         otel.kind = "producer",
         messaging.system = "redis",
         messaging.operation = "publish",
