@@ -141,9 +141,19 @@ fn upstream_or_none(parent: &Context) -> Option<&Context> {
 /// whatever its ratio says of the trace id it draws.
 pub fn sampled(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     FORCED.set(true);
-    let span = make();
-    FORCED.set(false);
-    span
+    let _reset = Reset(|| FORCED.set(false));
+    make()
+}
+
+/// Runs its closure when dropped: a thread-local set around one span's
+/// creation is unset however that ends, a panic included, so it can never
+/// leak onto the next span this thread makes.
+struct Reset<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Reset<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 /// The OpenTelemetry layer (or any layer), shown only the spans of traces
@@ -286,10 +296,11 @@ pub fn edge_span(parent: Context, make: impl FnOnce() -> tracing::Span) -> traci
 /// it nor anything under it reaches OpenTelemetry.
 pub fn within_dropped(ids: SpanContext, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     PENDING.with(|p| *p.borrow_mut() = Some(ids));
-    let span = make();
     // Taken by the layer, unless the span was filtered out before it.
-    PENDING.with(|p| p.borrow_mut().take());
-    span
+    let _reset = Reset(|| {
+        PENDING.with(|p| p.borrow_mut().take());
+    });
+    make()
 }
 
 /// Asks the sampler about `span` now (OpenTelemetry starts it). If it drops

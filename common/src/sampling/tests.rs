@@ -173,3 +173,27 @@ fn an_edge_decides_with_the_sdk_sampler_and_a_root_it_sampled_stays_sampled() {
         assert!(!alone.context().span().span_context().is_sampled());
     });
 }
+
+#[test]
+fn a_panic_while_making_an_edge_span_leaves_no_decision_behind() {
+    let upstream = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"),
+        opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    let asked = traced(SamplingDecision::RecordAndSample, || {
+        let failed = std::panic::catch_unwind(|| {
+            within_dropped(upstream.clone(), || panic!("a field could not be made"))
+        });
+        assert!(failed.is_err());
+        let next = tracing::info_span!("next");
+        assert!(
+            dropped_context(&next).is_none(),
+            "not part of the dropped trace"
+        );
+        assert!(next.context().span().span_context().is_sampled());
+    });
+    assert_eq!(asked, 1);
+}
