@@ -43,6 +43,19 @@ impl ShouldSample for Counting {
     }
 }
 
+const UPSTREAM_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// A span of another process, as a `traceparent` with `flags` names it.
+fn upstream(flags: TraceFlags) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_hex(UPSTREAM_TRACE).expect("hex"),
+        opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
+        flags,
+        true,
+        TraceState::default(),
+    )
+}
+
 /// Runs `f` under a subscriber like the services' (registry, then the
 /// OpenTelemetry layer behind [`HeadSampled`]); returns how many spans the
 /// sampler was asked about.
@@ -85,13 +98,7 @@ fn under_a_dropped_root_no_span_reaches_the_sampler_and_the_trace_id_travels_on(
 
 #[test]
 fn work_that_arrives_dropped_builds_no_span_at_all() {
-    let upstream = SpanContext::new(
-        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"),
-        opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
-        TraceFlags::default(),
-        true,
-        TraceState::default(),
-    );
+    let upstream = upstream(TraceFlags::default());
     let asked = traced(SamplingDecision::RecordAndSample, || {
         let parent = Context::new().with_remote_span_context(upstream.clone());
         let process = edge_span(parent, || tracing::info_span!("process"));
@@ -129,15 +136,7 @@ fn an_edge_decides_with_the_sdk_sampler_and_a_root_it_sampled_stays_sampled() {
     // Nothing is sampled on its own: only what an edge decided is.
     let never = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.0)));
     let sampler = EdgeSampler::install(never);
-    let upstream = |flags| {
-        Context::new().with_remote_span_context(SpanContext::new(
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"),
-            opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
-            flags,
-            true,
-            TraceState::default(),
-        ))
-    };
+    let upstream = |flags| Context::new().with_remote_span_context(upstream(flags));
     assert!(matches!(
         decide(&Context::new(), "HTTP request"),
         Decision::Dropped(ids) if ids.is_valid() && !ids.is_sampled()
@@ -149,7 +148,7 @@ fn an_edge_decides_with_the_sdk_sampler_and_a_root_it_sampled_stays_sampled() {
     match decide(&upstream(TraceFlags::default()), "HTTP request") {
         Decision::Dropped(ids) => assert_eq!(
             ids.trace_id(),
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex")
+            TraceId::from_hex(UPSTREAM_TRACE).expect("hex")
         ),
         _ => panic!("an upstream that dropped the trace is followed"),
     }
@@ -176,13 +175,7 @@ fn an_edge_decides_with_the_sdk_sampler_and_a_root_it_sampled_stays_sampled() {
 
 #[test]
 fn a_panic_while_making_an_edge_span_leaves_no_decision_behind() {
-    let upstream = SpanContext::new(
-        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"),
-        opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("hex"),
-        TraceFlags::default(),
-        true,
-        TraceState::default(),
-    );
+    let upstream = upstream(TraceFlags::default());
     let asked = traced(SamplingDecision::RecordAndSample, || {
         let failed = std::panic::catch_unwind(|| {
             within_dropped(upstream.clone(), || panic!("a field could not be made"))
