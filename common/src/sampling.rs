@@ -119,22 +119,14 @@ pub fn decide(parent: &Context, name: &str) -> Decision {
             TraceState::default(),
         )
     };
-    let parent = upstream_or_none(parent);
+    let parent = ids.is_remote().then_some(parent);
     let answer = sampler.should_sample(parent, ids.trace_id(), name, &SpanKind::Server, &[], &[]);
+    // Parent-based: dropped means an upstream that dropped it (flags `00`
+    // already) or a new trace (drawn with flags `00`).
     match answer.decision {
         SamplingDecision::RecordAndSample => Decision::Sampled,
-        _ => Decision::Dropped(SpanContext::new(
-            ids.trace_id(),
-            ids.span_id(),
-            TraceFlags::default(),
-            ids.is_remote(),
-            ids.trace_state().clone(),
-        )),
+        _ => Decision::Dropped(ids),
     }
-}
-
-fn upstream_or_none(parent: &Context) -> Option<&Context> {
-    parent.span().span_context().is_valid().then_some(parent)
 }
 
 /// Builds the root of a trace the edge decided to sample: the SDK samples it
@@ -307,8 +299,7 @@ pub fn within_dropped(ids: SpanContext, make: impl FnOnce() -> tracing::Span) ->
 /// the trace, the spans made under `span` from now on skip OpenTelemetry.
 /// For an edge whose root span someone else made (tracing-actix-web's).
 pub fn follow(span: &tracing::Span) {
-    let ids = span.context().span().span_context().clone();
-    if ids.is_valid() && !ids.is_sampled() {
+    if let Some(ids) = dropped_parent(&span.context()) {
         with_registry_span(span, |s| {
             s.extensions_mut().replace(Dropped(ids));
         });
@@ -326,23 +317,19 @@ pub fn set_parent(span: &tracing::Span, cx: Context) {
 
 /// The context work done in `span` continues, to propagate: the span's own,
 /// or for a span of a dropped trace, that trace's (flags `00`).
+///
+/// The dropped trace is looked up first: it is what most spans carry.
 pub fn context(span: &tracing::Span) -> Context {
-    let cx = span.context();
-    if cx.span().span_context().is_valid() {
-        return cx;
-    }
     match dropped_context(span) {
         Some(ids) => Context::new().with_remote_span_context(ids),
-        None => cx,
+        None => span.context(),
     }
 }
 
 /// The dropped trace `span` belongs to, if it does.
 pub fn dropped_context(span: &tracing::Span) -> Option<SpanContext> {
     let mut found = None;
-    with_registry_span(span, |s| {
-        found = s.extensions().get::<Dropped>().map(|d| d.0.clone());
-    });
+    with_registry_span(span, |s| found = dropped_context_of(&s));
     found
 }
 

@@ -3,7 +3,6 @@
 //! only idempotent requests are retried, so a retry never does a thing twice.
 //! Every request carries the current span's W3C trace context, so the called
 //! service's request span is a child of the gateway's.
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,7 +189,8 @@ impl Upstream {
         body: Option<&B>,
     ) -> Result<Option<T>, UpstreamError> {
         let (service, passes) = (target.name, target.passes);
-        let trace = trace_headers();
+        // The current span's W3C context (`traceparent`, `tracestate`).
+        let trace = seckill_common::kafka::trace_fields(&tracing::Span::current());
         let attempt = || async {
             let mut request = self.client.request(method.clone(), url);
             for (name, value) in &trace {
@@ -225,11 +225,4 @@ impl Upstream {
         let retried = backoff.retry(attempt, UpstreamError::retryable);
         target.breaker.call(retried, UpstreamError::breaks).await?
     }
-}
-
-/// The current span's context as W3C headers (`traceparent`, and
-/// `tracestate` when there is one), from the global propagator. Empty when
-/// tracing is off.
-fn trace_headers() -> HashMap<String, String> {
-    seckill_common::kafka::trace_fields(&tracing::Span::current())
 }
