@@ -82,20 +82,22 @@ impl EventProducer {
         key: &str,
         envelope: &Envelope,
     ) -> Result<Delivered, ProduceError> {
-        let span = tracing::info_span!(
-            "kafka.produce",
-            otel.name = %SpanName(topic, "publish"),
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.operation = "publish",
-            messaging.destination.name = %topic,
-            messaging.kafka.message.key = %key,
-            messaging.message.id = %envelope.event_id,
-            messaging.kafka.destination.partition = tracing::field::Empty,
-            messaging.kafka.message.offset = tracing::field::Empty,
-            event.type = envelope.event.type_name(),
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = crate::sampling::child(&tracing::Span::current(), || {
+            tracing::info_span!(
+                "kafka.produce",
+                otel.name = %SpanName(topic, "publish"),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation = "publish",
+                messaging.destination.name = %topic,
+                messaging.kafka.message.key = %key,
+                messaging.message.id = %envelope.event_id,
+                messaging.kafka.destination.partition = tracing::field::Empty,
+                messaging.kafka.message.offset = tracing::field::Empty,
+                event.type = envelope.event.type_name(),
+                otel.status_code = tracing::field::Empty,
+            )
+        });
         let headers = inject_trace_context(&span, OwnedHeaders::new()).insert(Header {
             key: "event_type",
             value: Some(envelope.event.type_name()),

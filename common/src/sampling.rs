@@ -295,6 +295,26 @@ pub fn within_dropped(ids: SpanContext, make: impl FnOnce() -> tracing::Span) ->
     make()
 }
 
+/// The span of one step of work done in `parent` (a produce, a statement,
+/// a script), made by `make`; in a dropped trace, `parent` itself.
+///
+/// Why: in a dropped trace a step's span is never exported. It would only
+/// cost (a registry slot, both filters, its fields, its `Dropped` mark), and
+/// a log line written in the step names the trace through `parent` just as
+/// well. Fields recorded on the returned span that `parent` lacks are
+/// ignored, as `tracing` ignores any unknown field.
+pub fn child(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    let mut dropped = false;
+    with_registry_span(parent, |s| {
+        dropped = s.extensions().get::<Dropped>().is_some()
+    });
+    if dropped {
+        parent.clone()
+    } else {
+        make()
+    }
+}
+
 /// Asks the sampler about `span` now (OpenTelemetry starts it). If it drops
 /// the trace, the spans made under `span` from now on skip OpenTelemetry.
 /// For an edge whose root span someone else made (tracing-actix-web's).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# THE BENCHMARK: the whole stack on this machine (release builds), then ten
+# THE BENCHMARK: the whole stack on this machine (release builds), then eleven
 # measurements with the same load settings, side by side, with the ratios and
 # each target printed as met or MISSED. Speed is reported here, never asserted
 # in tests. Results: docs/benchmarks.md explains them.
@@ -22,15 +22,19 @@
 #   BENCH_RUST_LOG      warn    the services' RUST_LOG (info logs every request)
 #   BENCH_TRACES_SAMPLER_ARG 0.05  the services' OTEL_TRACES_SAMPLER_ARG (prod's ratio)
 #   BENCH_BIN           unset   use the binaries in this directory; no cargo build
+#   BENCH_FLOOR_STEPS   script,produce  what each request of the purchase floor does
+#                               (script, produce, both, or none: HTTP alone)
 #   BENCH_BROKER_STORAGE memory  the broker's storage: memory, or sqlite (durable, as run.sh;
 #                               its SQL engine then dominates the machine: docs/benchmarks.md)
 #   BENCH_ONLY          unset   run only these measurements (comma-separated: http-ceiling,
-#                               redis, purchase, sold-out, persist, read, flood, storefront,
-#                               purchase-streams, persist-streams); the summary then is skipped
+#                               redis, purchase, purchase-floor, sold-out, persist, read, flood,
+#                               storefront, purchase-streams, persist-streams); the summary then
+#                               is skipped
 #
 # Its own stack, apart from deploy/local/run.sh's, all on 127.0.0.1: Redis
 # 26379, PostgreSQL 25432, broker 29092, gateway 28080, inventory-service
-# 28081, order-service 28082, HTTP ceiling 28090. State in .seckill/bench,
+# 28081, order-service 28082, HTTP ceiling 28090, purchase floor 28091. State
+# in .seckill/bench,
 # wiped at every start and stopped at exit. The data stores run as run.sh
 # runs them: Redis with an append-only file (fsync every second), PostgreSQL
 # with fsync on; the broker in memory unless BENCH_BROKER_STORAGE=sqlite (the
@@ -58,7 +62,7 @@ for n in CONCURRENCY THREADS DURATION USERS STOCK REQUESTS PERSIST_ORDERS REDIS_
 done
 
 REDIS_PORT=26379 PG_PORT=25432 BROKER_PORT=29092
-GW_PORT=28080 INV_PORT=28081 ORD_PORT=28082 CEILING_PORT=28090
+GW_PORT=28080 INV_PORT=28081 ORD_PORT=28082 CEILING_PORT=28090 FLOOR_PORT=28091
 STATE="$REPO/.seckill/bench"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
@@ -105,7 +109,7 @@ if [ -z "${BENCH_BIN:-}" ]; then
     log "cargo build --workspace --bins --release"
     cargo build --workspace --bins --release
 fi
-for exe in gateway inventory-service order-service bench bench-ceiling; do
+for exe in gateway inventory-service order-service bench bench-ceiling bench-floor; do
     [ -x "$BIN/$exe" ] || die "$BIN/$exe is missing"
 done
 
@@ -165,6 +169,15 @@ start_services
 # As many workers as the gateway has (its default: one per core).
 start_service bench-ceiling "$CEILING_PORT" tcp \
     "$BIN/bench-ceiling" --port "$CEILING_PORT" --workers "$(nproc)"
+# The purchase floor (deploy/bench/src/bin/floor.rs): the purchase script and
+# one acknowledged produce per request, nothing else; its one sale is warm
+# with stock to spare.
+FLOOR_SALE=bench-floor
+redis-cli -p "$REDIS_PORT" HSET "seckill:{$FLOOR_SALE}:sale" stock 1000000000 total 1000000000 \
+    starts_at 0 ends_at 99999999999999 per_user_limit 1 >/dev/null
+start_service bench-floor "$FLOOR_PORT" tcp \
+    "$BIN/bench-floor" --port "$FLOOR_PORT" --workers "$(nproc)" --redis "$REDIS_URL" \
+    --brokers "127.0.0.1:$BROKER_PORT" --sale "$FLOOR_SALE" --steps "${BENCH_FLOOR_STEPS:-script,produce}"
 
 # ------------------------------------------------------------------ helpers
 LOAD=(--concurrency "$CONCURRENCY" --threads "$THREADS" --duration-secs "$DURATION")
@@ -185,7 +198,7 @@ cpu_ticks() {
     } | sed 's/^.*) //' | awk '{t += $12 + $13} END {print t + 0}'
 }
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-CPU_NAMES=(gateway bench-ceiling inventory-service order-service redis postgres broker)
+CPU_NAMES=(gateway bench-ceiling bench-floor inventory-service order-service redis postgres broker)
 cpu_snapshot() {
     local name
     for name in "${CPU_NAMES[@]}"; do
@@ -301,6 +314,26 @@ wanted purchase && measure purchase "$BIN/bench" purchase --name "purchase path"
     --users "$USERS" --stock "$STOCK" "${LOAD[@]}" \
     --orders-db "$DB_BASE/seckill_orders" --redis-url "$REDIS_URL" --out "$OUT/purchase"
 
+# ------------------------------------------------------------------ 3b. purchase floor
+# The same request against the floor: what a purchase costs with the
+# gateway's parts (actix-web, the redis crate, librdkafka) and nothing else.
+# Nothing consumes its orders, so the pipeline stays idle meanwhile.
+floor_us() {
+    grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | tr ',' '\n' |
+        awk -v n="$2" -v who="$3" '$1 == who { printf "%.1f", $2 * 1e6 / n }'
+}
+if wanted purchase-floor; then
+    floor_token="$("$BIN/gateway" mint-token --user floor-user 2>>"$STATE/gateway.log")"
+    measure purchase-floor "$BIN/bench" http --name "purchase floor" \
+        --url "http://127.0.0.1:$FLOOR_PORT/api/v1/sales/$FLOOR_SALE/orders" --method POST --body '{}' \
+        --header 'Content-Type: application/json' --header "Authorization: Bearer $floor_token" \
+        --requests "$PERSIST_ORDERS" "${LOAD[@]}" --out "$OUT/purchase-floor"
+    {
+        echo "== purchase floor: CPU µs per purchase =="
+        echo "floor process $(floor_us purchase-floor "$PERSIST_ORDERS" bench-floor), broker $(floor_us purchase-floor "$PERSIST_ORDERS" broker), redis $(floor_us purchase-floor "$PERSIST_ORDERS" redis)"
+    } | tee -a "$OUT/purchase-floor.txt"
+fi
+
 # ------------------------------------------------------------------ 4. sold-out path
 # One unit: the first request buys it, every other one meets a sold-out sale.
 wanted sold-out && measure sold-out "$BIN/bench" purchase --name "sold-out path" --gateway "$GATEWAY" \
@@ -398,7 +431,7 @@ per_order() {
     [ -f "$OUT/$1.txt" ] || return 0
     grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | sed 's/^.*load client/load-client/' |
         tr ',' '\n' | awk -v run="$1" -v n="$2" '
-            NF == 2 && $1 != "other" && $1 != "bench-ceiling" { printf "%s%s %.0f", sep, $1, $2 * 1e6 / n; sep = ", " }
+            NF == 2 && $1 != "other" && $1 != "bench-ceiling" && $1 != "bench-floor" { printf "%s%s %.0f", sep, $1, $2 * 1e6 / n; sep = ", " }
             END { printf "  (%s)\n", run }'
 }
 {

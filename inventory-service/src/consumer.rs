@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection, Reserved};
+use seckill_common::sampling;
 use seckill_common::settings::Topics;
 use seckill_common::stock;
 use seckill_common::transport::Publisher;
@@ -74,16 +75,18 @@ impl InventoryHandler {
         let db_spans: Vec<tracing::Span> = orders
             .iter()
             .map(|(order, span)| {
-                tracing::info_span!(
-                    parent: *span,
-                    "db.reserve",
-                    otel.kind = "client",
-                    db.system = "postgresql",
-                    db.operation = "reserve",
-                    order_id = %order.order_id,
-                    sale_id = %order.sale_id,
-                    outcome = tracing::field::Empty,
-                )
+                sampling::child(span, || {
+                    tracing::info_span!(
+                        parent: *span,
+                        "db.reserve",
+                        otel.kind = "client",
+                        db.system = "postgresql",
+                        db.operation = "reserve",
+                        order_id = %order.order_id,
+                        sale_id = %order.sale_id,
+                        outcome = tracing::field::Empty,
+                    )
+                })
             })
             .collect();
         let batch_span = tracing::info_span!(

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use seckill_common::consumer::{BatchHandler, HandleError, Incoming};
 use seckill_common::events::{Envelope, Event, OrderRef, RejectReason, Rejection};
 use seckill_common::kafka::traceparent_of;
+use seckill_common::sampling;
 use seckill_common::transport::Publisher;
 
 use crate::persistence::intake::batch::{self, Fallback, Row};
@@ -51,17 +52,19 @@ impl BatchHandler for OrderHandler {
                 tracing::debug!(parent: &incoming.span, event = incoming.envelope.event.type_name(), "ignoring event");
                 continue;
             };
-            let span = tracing::info_span!(
-                parent: &incoming.span,
-                "db.persist_order",
-                otel.kind = "client",
-                db.system = "postgresql",
-                db.operation = "INSERT",
-                db.sql.table = "orders",
-                order.id = %order.order_id,
-                order.status = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-            );
+            let span = sampling::child(&incoming.span, || {
+                tracing::info_span!(
+                    parent: &incoming.span,
+                    "db.persist_order",
+                    otel.kind = "client",
+                    db.system = "postgresql",
+                    db.operation = "INSERT",
+                    db.sql.table = "orders",
+                    order.id = %order.order_id,
+                    order.status = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                )
+            });
             pending.push(Pending {
                 incoming,
                 order,

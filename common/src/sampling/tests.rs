@@ -190,3 +190,43 @@ fn a_panic_while_making_an_edge_span_leaves_no_decision_behind() {
     });
     assert_eq!(asked, 1);
 }
+
+#[test]
+fn a_step_of_a_dropped_trace_makes_no_span_and_a_sampled_one_does() {
+    let made = AtomicUsize::new(0);
+    let step = |parent: &tracing::Span| {
+        child(parent, || {
+            made.fetch_add(1, Ordering::SeqCst);
+            tracing::info_span!(parent: parent, "kafka.produce")
+        })
+    };
+    traced(SamplingDecision::RecordAndSample, || {
+        let dropped = upstream(TraceFlags::default());
+        let parent = Context::new().with_remote_span_context(dropped.clone());
+        let process = edge_span(parent, || tracing::info_span!("process"));
+        let produce = step(&process);
+        assert_eq!(produce.id(), process.id(), "the step runs in its parent");
+        let sent = context(&produce).span().span_context().clone();
+        assert_eq!(
+            sent.trace_id(),
+            dropped.trace_id(),
+            "the trace id travels on"
+        );
+        assert!(!sent.is_sampled());
+
+        let sampled = edge_span(Context::new(), || tracing::info_span!("request"));
+        let produce = step(&sampled);
+        assert_ne!(produce.id(), sampled.id(), "a span of its own");
+        let ids = context(&produce).span().span_context().clone();
+        assert!(ids.is_sampled());
+        assert_ne!(
+            ids.span_id(),
+            sampled.context().span().span_context().span_id()
+        );
+    });
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "only the sampled trace's step was made"
+    );
+}

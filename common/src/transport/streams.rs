@@ -79,18 +79,20 @@ impl StreamNames for Fixed {
 /// The span of one append to a stream, a child of the current span: its
 /// context is what the entry carries (the consumers' spans continue it).
 pub fn publish_span(topic: &str, key: &str, envelope: &Envelope) -> tracing::Span {
-    tracing::info_span!(
-        "streams.publish",
-        otel.name = %crate::kafka::SpanName(topic, "publish"),
-        otel.kind = "producer",
-        messaging.system = "redis",
-        messaging.operation = "publish",
-        messaging.destination.name = %topic,
-        messaging.redis.message.key = %key,
-        messaging.message.id = %envelope.event_id,
-        event.type = envelope.event.type_name(),
-        otel.status_code = tracing::field::Empty,
-    )
+    crate::sampling::child(&tracing::Span::current(), || {
+        tracing::info_span!(
+            "streams.publish",
+            otel.name = %crate::kafka::SpanName(topic, "publish"),
+            otel.kind = "producer",
+            messaging.system = "redis",
+            messaging.operation = "publish",
+            messaging.destination.name = %topic,
+            messaging.redis.message.key = %key,
+            messaging.message.id = %envelope.event_id,
+            event.type = envelope.event.type_name(),
+            otel.status_code = tracing::field::Empty,
+        )
+    })
 }
 
 #[derive(Clone)]

@@ -9,6 +9,7 @@ use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::http::{ApiError, ErrorBody};
 use seckill_common::kafka::trace_fields;
 use seckill_common::redis_conn;
+use seckill_common::sampling;
 use seckill_common::stock::{self, SaleKeys};
 use seckill_common::transport::streams::publish_span;
 
@@ -132,7 +133,9 @@ pub async fn place_order(
     let order = order_id.clone();
     let decided = state
         .tasks
-        .track(async move {
+        // Boxed: the purchase's state machine is large, and a task moves its
+        // future several times (spawn, schedule, output); a box moves once.
+        .track(Box::pin(async move {
             let decision = reserve(&task_state, &sale, &user, quantity, &order, has_token).await?;
             if let Decision::Accepted { remaining } = decision {
                 if remaining <= 0 {
@@ -148,7 +151,7 @@ pub async fn place_order(
                 enqueue(&task_state, order).await?;
             }
             Ok::<_, ApiError>((decision, sale))
-        })
+        }))
         .await
         .map_err(|error| {
             tracing::error!(%error, "purchase task failed");
@@ -217,7 +220,10 @@ async fn reserve(
     order: &OrderId,
     has_token: bool,
 ) -> Result<Decision, ApiError> {
-    let span = tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty);
+    let span = sampling::child(
+        &tracing::Span::current(),
+        || tracing::info_span!("redis.purchase_script", otel.kind = "client", db.system = "redis", db.operation = "EVALSHA", sale_id = %sale, outcome = tracing::field::Empty),
+    );
     let started = std::time::Instant::now();
     let held = Order {
         sale,
