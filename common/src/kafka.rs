@@ -52,7 +52,7 @@ impl EventProducer {
             // Exactly one copy per produce, in order, even across librdkafka's retries.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("compression.type", "lz4")
+            .set("compression.type", settings.compression.as_str())
             .set("linger.ms", millis(settings.linger))
             // librdkafka retries with backoff inside this bound; then the send fails.
             .set("message.timeout.ms", millis(settings.produce_timeout))

@@ -140,6 +140,11 @@ pub struct KafkaSettings {
     /// Producer batching window: a few ms buys large batches at flash-sale rates.
     #[serde(rename = "linger_ms", with = "crate::settings::millis")]
     pub linger: Duration,
+    /// The producers' `compression.type`. LZ4 by default: cheap, and it
+    /// shrinks the JSON envelopes on the wire and on the brokers' disks. On
+    /// the benchmark machine `none` measured the same CPU per produce within
+    /// the noise (docs/benchmarks.md, "The purchase floor").
+    pub compression: Compression,
     /// Consumer batch: up to this many messages...
     pub batch_max: usize,
     /// ...or whatever arrived within this window.
@@ -166,12 +171,36 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             produce_timeout: Duration::from_millis(3_000),
             linger: Duration::from_millis(2),
+            compression: Compression::Lz4,
             batch_max: 500,
             batch_linger: Duration::from_millis(5),
             fetch_min_bytes: 1,
             fetch_wait_max_ms: 500,
             session_timeout: Duration::from_millis(10_000),
             max_attempts: 3,
+        }
+    }
+}
+
+/// The codecs both librdkafka and Apache Kafka support, but snappy (which
+/// the local stand-in broker lacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+            Self::Gzip => "gzip",
         }
     }
 }
@@ -395,6 +424,14 @@ mod tests {
         DatabaseSettings::default().validate().unwrap();
         let topics = Topics::new("t1.");
         assert!(topics.all().iter().all(|t| t.starts_with("t1.")));
+    }
+
+    #[test]
+    fn compression_is_one_of_the_codecs_both_brokers_support() {
+        let k: KafkaSettings = serde_json::from_str(r#"{"compression": "none"}"#).unwrap();
+        assert_eq!(k.compression.as_str(), "none");
+        assert_eq!(KafkaSettings::default().compression, Compression::Lz4);
+        assert!(serde_json::from_str::<KafkaSettings>(r#"{"compression": "snappy"}"#).is_err());
     }
 
     #[test]

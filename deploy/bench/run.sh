@@ -177,7 +177,8 @@ redis-cli -p "$REDIS_PORT" HSET "seckill:{$FLOOR_SALE}:sale" stock 1000000000 to
     starts_at 0 ends_at 99999999999999 per_user_limit 1 >/dev/null
 start_service bench-floor "$FLOOR_PORT" tcp \
     "$BIN/bench-floor" --port "$FLOOR_PORT" --workers "$(nproc)" --redis "$REDIS_URL" \
-    --brokers "127.0.0.1:$BROKER_PORT" --sale "$FLOOR_SALE" --steps "${BENCH_FLOOR_STEPS:-script,produce}"
+    --brokers "127.0.0.1:$BROKER_PORT" --sale "$FLOOR_SALE" --steps "${BENCH_FLOOR_STEPS:-script,produce}" \
+    --compression "${SECKILL_KAFKA__COMPRESSION:-lz4}"
 
 # ------------------------------------------------------------------ helpers
 LOAD=(--concurrency "$CONCURRENCY" --threads "$THREADS" --duration-secs "$DURATION")

@@ -53,6 +53,9 @@ struct Cli {
     /// purchase script, the acknowledged produce, or both (neither: HTTP only).
     #[arg(long, value_delimiter = ',', default_value = "script,produce")]
     steps: Vec<Step>,
+    /// The producer's compression, as `SECKILL_KAFKA__COMPRESSION` names it.
+    #[arg(long, default_value = "lz4")]
+    compression: String,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -147,6 +150,8 @@ async fn main() -> anyhow::Result<()> {
     let kafka = KafkaSettings {
         brokers: cli.brokers.clone(),
         topic_prefix: "bench-floor.".into(),
+        compression: serde_json::from_value(cli.compression.clone().into())
+            .context("--compression: none, lz4, zstd or gzip")?,
         ..KafkaSettings::default()
     };
     seckill_common::kafka::ensure_topics(&kafka)
