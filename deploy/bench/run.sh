@@ -319,7 +319,8 @@ wanted purchase && measure purchase "$BIN/bench" purchase --name "purchase path"
 # The same request against the floor: what a purchase costs with the
 # gateway's parts (actix-web, the redis crate, librdkafka) and nothing else.
 # Nothing consumes its orders, so the pipeline stays idle meanwhile.
-floor_us() {
+# cpu_us_of RUN N PROCESS: PROCESS's CPU µs per request over N in RUN.
+cpu_us_of() {
     grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | tr ',' '\n' |
         awk -v n="$2" -v who="$3" '$1 == who { printf "%.1f", $2 * 1e6 / n }'
 }
@@ -331,7 +332,7 @@ if wanted purchase-floor; then
         --requests "$PERSIST_ORDERS" "${LOAD[@]}" --out "$OUT/purchase-floor"
     {
         echo "== purchase floor: CPU µs per purchase =="
-        echo "floor process $(floor_us purchase-floor "$PERSIST_ORDERS" bench-floor), broker $(floor_us purchase-floor "$PERSIST_ORDERS" broker), redis $(floor_us purchase-floor "$PERSIST_ORDERS" redis)"
+        echo "floor process $(cpu_us_of purchase-floor "$PERSIST_ORDERS" bench-floor), broker $(cpu_us_of purchase-floor "$PERSIST_ORDERS" broker), redis $(cpu_us_of purchase-floor "$PERSIST_ORDERS" redis)"
     } | tee -a "$OUT/purchase-floor.txt"
 fi
 
@@ -454,9 +455,16 @@ for name in gateway inventory-service order-service; do
     rss_args+=(--rss "$name=$((kib * 1024))")
 done
 
+# CPU µs per persisted order of each process, and the floor's per purchase.
+cpu_args=()
+for name in gateway inventory-service order-service broker postgres redis; do
+    cpu_args+=(--cpu "$name=$(cpu_us_of persist "$PERSIST_ORDERS" "$name")")
+done
+cpu_args+=(--floor-us "$(cpu_us_of purchase-floor "$PERSIST_ORDERS" bench-floor)")
+
 "$BIN/bench" compare --http "$OUT/http-ceiling/result.json" --purchase "$OUT/purchase/result.json" \
     --sold-out "$OUT/sold-out/result.json" --persist "$OUT/persist/result.json" \
-    --redis-rps "$REDIS_RPS" "${rss_args[@]}" --read "$OUT/read/result.json" \
+    --redis-rps "$REDIS_RPS" "${rss_args[@]}" "${cpu_args[@]}" --read "$OUT/read/result.json" \
     --flood "$OUT/flood/result.json" --flood-keys "$FLOOD_KEYS" --flood-db-queries "$FLOOD_QUERIES" \
     --out "$OUT" | tee "$OUT/summary.txt"
 

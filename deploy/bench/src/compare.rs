@@ -24,6 +24,10 @@ pub struct Inputs {
     pub read: Option<RunResult>,
     /// GETs spread over made-up sale ids.
     pub flood: Option<Flood>,
+    /// (process, CPU µs per persisted order) in the persistence run.
+    pub cpu_us: Vec<(String, f64)>,
+    /// The purchase floor's own CPU µs per purchase (`bench-floor`).
+    pub floor_us: Option<f64>,
 }
 
 /// The made-up-id flood and what it cost PostgreSQL.
@@ -74,6 +78,21 @@ pub fn parse_rss(raw: &str) -> Result<(String, u64)> {
         .parse()
         .map_err(|_| usage(format!("--rss {raw}: {value} is not a byte count")))?;
     Ok((name.trim().to_owned(), bytes))
+}
+
+/// `gateway=81.5` (CPU µs per order).
+pub fn parse_cpu(raw: &str) -> Result<(String, f64)> {
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| usage(format!("--cpu {raw}: expected NAME=MICROSECONDS")))?;
+    let us: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| usage(format!("--cpu {raw}: {value} is not a number")))?;
+    if !us.is_finite() || us < 0.0 {
+        return Err(usage(format!("--cpu {raw}: {value} is not a CPU time")));
+    }
+    Ok((name.trim().to_owned(), us))
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -135,6 +154,11 @@ pub fn verdict(i: &Inputs) -> Verdict {
         .map(|&(_, b)| b as f64 / MIB);
 
     let read = i.read.as_ref().map(|r| r.summary.throughput_rps);
+    let cpu = |name: &str| i.cpu_us.iter().find(|(n, _)| n == name).map(|&(_, us)| us);
+    let gateway_us = cpu("gateway");
+    let consumers_us = cpu("inventory-service")
+        .zip(cpu("order-service"))
+        .map(|(a, b)| a + b);
     let mut figures = vec![
         figure(
             "1. HTTP ceiling (minimal actix-web, 202 + JSON)",
@@ -211,6 +235,30 @@ pub fn verdict(i: &Inputs) -> Verdict {
             String::new(),
         ));
     }
+    if !i.cpu_us.is_empty() {
+        let all: Vec<String> = i
+            .cpu_us
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.0}"))
+            .collect();
+        figures.push(figure(
+            "9. CPU per persisted order, gateway",
+            gateway_us,
+            "µs",
+            all.join(", "),
+        ));
+    }
+    if i.floor_us.is_some() {
+        figures.push(figure(
+            "10. purchase floor (script + acknowledged produce)",
+            i.floor_us,
+            "µs",
+            format!(
+                "the gateway costs {:.2} x the floor",
+                ratio(gateway_us, i.floor_us).unwrap_or(f64::NAN)
+            ),
+        ));
+    }
 
     let targets = vec![
         at_least(
@@ -232,10 +280,28 @@ pub fn verdict(i: &Inputs) -> Verdict {
             "",
         ),
         at_least(
+            "purchase path while stock lasts",
+            purchase,
+            15000.0,
+            " req/s",
+        ),
+        at_least(
             "orders persisted per second, sustained",
             sustained,
-            5000.0,
+            12000.0,
             "",
+        ),
+        at_most(
+            "gateway CPU per accepted purchase (persistence run)",
+            gateway_us,
+            30.0,
+            " µs",
+        ),
+        at_most(
+            "inventory-service + order-service CPU per order",
+            consumers_us,
+            30.0,
+            " µs",
         ),
         at_most("gateway peak RSS", gateway_rss, 64.0, " MiB"),
     ];
@@ -332,7 +398,7 @@ impl Verdict {
         for t in &self.targets {
             let _ = writeln!(
                 out,
-                "{:<45}{:>10}  goal {:<10}{}",
+                "{:<52}{:>10}  goal {:<16}{}",
                 t.name,
                 num(t.value),
                 t.goal,
@@ -387,6 +453,14 @@ mod tests {
         assert_eq!(parse_rss("gateway=1024").unwrap(), ("gateway".into(), 1024));
         assert!(parse_rss("gateway").is_err());
         assert!(parse_rss("gateway=lots").is_err());
+    }
+
+    #[test]
+    fn cpu_arguments() {
+        assert_eq!(parse_cpu("gateway=81.5").unwrap(), ("gateway".into(), 81.5));
+        assert!(parse_cpu("gateway").is_err());
+        assert!(parse_cpu("gateway=-1").is_err());
+        assert!(parse_cpu("gateway=NaN").is_err());
     }
 
     #[test]

@@ -161,6 +161,12 @@ struct CompareArgs {
     flood_keys: Option<u32>,
     #[arg(long)]
     flood_db_queries: Option<f64>,
+    /// `PROCESS=MICROSECONDS` CPU per persisted order, repeatable.
+    #[arg(long)]
+    cpu: Vec<String>,
+    /// The purchase floor's CPU µs per purchase.
+    #[arg(long)]
+    floor_us: Option<f64>,
     /// Writes summary.json and summary.md here.
     #[arg(long)]
     out: PathBuf,
@@ -405,6 +411,12 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        cpu_us: args
+            .cpu
+            .iter()
+            .map(|c| compare::parse_cpu(c))
+            .collect::<Result<_, _>>()?,
+        floor_us: args.floor_us,
     };
     let verdict = compare::verdict(&inputs);
     print!("{}", verdict.text());
