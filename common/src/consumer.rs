@@ -252,16 +252,26 @@ impl<H: BatchHandler, O: ConsumerObserver> BatchConsumer<H, O> {
 /// id, for the logs) to the handler's spans. Nobody would read their fields.
 fn decode(delivery: &Delivery) -> Result<Incoming, String> {
     let parent = context_from_fields(&delivery.trace);
-    if let Some(ids) = sampling::dropped_parent(&parent) {
-        let envelope = envelope_of(delivery)?;
-        let span = sampling::within_dropped(ids, || tracing::info_span!("kafka.process"));
-        return Ok(Incoming {
-            topic: delivery.topic.clone(),
-            position: delivery.position.clone(),
-            envelope,
-            span,
-        });
-    }
+    let (envelope, span) = match sampling::dropped_parent(&parent) {
+        Some(ids) => (
+            envelope_of(delivery)?,
+            sampling::within_dropped(ids, || tracing::info_span!("kafka.process")),
+        ),
+        None => traced(delivery, parent)?,
+    };
+    Ok(Incoming {
+        topic: delivery.topic.clone(),
+        position: delivery.position.clone(),
+        envelope,
+        span,
+    })
+}
+
+/// The receive and process spans of a message whose trace may be sampled.
+fn traced(
+    delivery: &Delivery,
+    parent: opentelemetry::Context,
+) -> Result<(Envelope, tracing::Span), String> {
     let topic = delivery.topic.as_str();
     let key = String::from_utf8_lossy(delivery.key.as_deref().unwrap_or_default());
     let system = match delivery.position {
@@ -320,12 +330,7 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
         )
     });
     record_position(&span, &delivery.position, &key);
-    Ok(Incoming {
-        topic: topic.to_owned(),
-        position: delivery.position.clone(),
-        envelope,
-        span,
-    })
+    Ok((envelope, span))
 }
 
 fn envelope_of(delivery: &Delivery) -> Result<Envelope, String> {

@@ -305,9 +305,7 @@ pub fn within_dropped(ids: SpanContext, make: impl FnOnce() -> tracing::Span) ->
 /// ignored, as `tracing` ignores any unknown field.
 pub fn child(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     let mut dropped = false;
-    with_registry_span(parent, |s| {
-        dropped = s.extensions().get::<Dropped>().is_some()
-    });
+    with_registry_span(parent, |s| dropped = is_dropped(Some(s)));
     if dropped {
         parent.clone()
     } else {

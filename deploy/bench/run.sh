@@ -198,6 +198,12 @@ cpu_ticks() {
         done
     } | sed 's/^.*) //' | awk '{t += $12 + $13} END {print t + 0}'
 }
+# cpu_us_of RUN N PROCESS: PROCESS's CPU µs per request over N in RUN (from
+# the CPU accounting `measure` appends to RUN's output).
+cpu_us_of() {
+    grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | tr ',' '\n' |
+        awk -v n="$2" -v who="$3" '$1 == who { printf "%.1f", $2 * 1e6 / n }'
+}
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 CPU_NAMES=(gateway bench-ceiling bench-floor inventory-service order-service redis postgres broker)
 cpu_snapshot() {
@@ -319,11 +325,6 @@ wanted purchase && measure purchase "$BIN/bench" purchase --name "purchase path"
 # The same request against the floor: what a purchase costs with the
 # gateway's parts (actix-web, the redis crate, librdkafka) and nothing else.
 # Nothing consumes its orders, so the pipeline stays idle meanwhile.
-# cpu_us_of RUN N PROCESS: PROCESS's CPU µs per request over N in RUN.
-cpu_us_of() {
-    grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | tr ',' '\n' |
-        awk -v n="$2" -v who="$3" '$1 == who { printf "%.1f", $2 * 1e6 / n }'
-}
 if wanted purchase-floor; then
     floor_token="$("$BIN/gateway" mint-token --user floor-user 2>>"$STATE/gateway.log")"
     measure purchase-floor "$BIN/bench" http --name "purchase floor" \
@@ -383,10 +384,7 @@ fi
 # What the crowd loading the storefront costs the gateway, beside /healthz
 # (the cheapest route that runs the whole middleware stack): the page, and
 # its largest script by its content-hashed name.
-gateway_us() {
-    grep '^CPU seconds' "$OUT/$1.txt" | tail -n 1 | tr ',' '\n' |
-        awk -v n="$REQUESTS" '$1 == "gateway" { printf "%.1f", $2 * 1e6 / n }'
-}
+gateway_us() { cpu_us_of "$1" "$REQUESTS" gateway; }
 if wanted storefront; then
     asset="$(curl -sf "$GATEWAY/" | grep -o '/assets/storefront\.[0-9a-f]*\.js' | head -n 1)"
     [ -n "$asset" ] || die "the storefront page names no storefront script"

@@ -70,29 +70,28 @@ pub fn load(path: &Path) -> Result<RunResult> {
 
 /// `gateway=12345` (bytes).
 pub fn parse_rss(raw: &str) -> Result<(String, u64)> {
-    let (name, value) = raw
-        .split_once('=')
-        .ok_or_else(|| usage(format!("--rss {raw}: expected NAME=BYTES")))?;
-    let bytes = value
-        .trim()
-        .parse()
-        .map_err(|_| usage(format!("--rss {raw}: {value} is not a byte count")))?;
-    Ok((name.trim().to_owned(), bytes))
+    named("--rss", raw, "BYTES")
 }
 
 /// `gateway=81.5` (CPU µs per order).
 pub fn parse_cpu(raw: &str) -> Result<(String, f64)> {
+    let (name, us): (String, f64) = named("--cpu", raw, "MICROSECONDS")?;
+    if !us.is_finite() || us < 0.0 {
+        return Err(usage(format!("--cpu {raw}: {us} is not a CPU time")));
+    }
+    Ok((name, us))
+}
+
+/// `NAME=VALUE`, the value parsed as `T`.
+fn named<T: std::str::FromStr>(flag: &str, raw: &str, unit: &str) -> Result<(String, T)> {
     let (name, value) = raw
         .split_once('=')
-        .ok_or_else(|| usage(format!("--cpu {raw}: expected NAME=MICROSECONDS")))?;
-    let us: f64 = value
+        .ok_or_else(|| usage(format!("{flag} {raw}: expected NAME={unit}")))?;
+    let parsed = value
         .trim()
         .parse()
-        .map_err(|_| usage(format!("--cpu {raw}: {value} is not a number")))?;
-    if !us.is_finite() || us < 0.0 {
-        return Err(usage(format!("--cpu {raw}: {value} is not a CPU time")));
-    }
-    Ok((name.trim().to_owned(), us))
+        .map_err(|_| usage(format!("{flag} {raw}: {value} is not {unit}")))?;
+    Ok((name.trim().to_owned(), parsed))
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -13,7 +13,6 @@
 //! Only for the benchmark: every purchase is of the one sale `--sale`, by a
 //! new user, and its envelope goes to topics prefixed `bench-floor.` that no
 //! service reads.
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +22,10 @@ use anyhow::Context;
 use clap::Parser;
 use gateway::enqueue::{order_requested, Order};
 use gateway::purchase::{self, Decision};
+use gateway::worker_redis;
 use seckill_common::domain::{OrderId, Quantity, SaleId, UserId};
 use seckill_common::kafka::EventProducer;
-use seckill_common::redis_conn::{self, Conn};
+use seckill_common::redis_conn;
 use seckill_common::settings::{KafkaSettings, RedisSettings};
 
 #[global_allocator]
@@ -75,22 +75,6 @@ struct Floor {
     produce: bool,
 }
 
-thread_local! {
-    /// One connection per worker, as the gateway's purchase path has.
-    static CONNECTION: RefCell<Option<Conn>> = const { RefCell::new(None) };
-}
-
-async fn connection(settings: &RedisSettings) -> Result<Conn, String> {
-    if let Some(mine) = CONNECTION.with(|c| c.borrow().clone()) {
-        return Ok(mine);
-    }
-    let mine = redis_conn::within(TIMEOUT, redis_conn::connect(settings))
-        .await
-        .map_err(|e| e.to_string())?;
-    CONNECTION.with(|c| *c.borrow_mut() = Some(mine.clone()));
-    Ok(mine)
-}
-
 async fn purchase(floor: &Floor) -> Result<(), String> {
     let n = floor.buyers.fetch_add(1, Ordering::Relaxed);
     let user = UserId::parse(&format!("floor-{n}")).map_err(|e| e.to_string())?;
@@ -116,7 +100,10 @@ async fn purchase(floor: &Floor) -> Result<(), String> {
 }
 
 async fn script(floor: &Floor, user: &UserId, order: &OrderId) -> Result<(), String> {
-    let mut redis = connection(&floor.redis).await?;
+    // One connection per worker, as the gateway's purchase path has.
+    let mut redis = worker_redis::this_thread(&floor.redis, TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
     let script = purchase::reserve_and_enqueue(
         &mut redis,
         &floor.sale,
